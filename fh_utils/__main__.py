@@ -1,0 +1,104 @@
+"""Command line: ``python -m fh_utils {demo-data,validate,cache,nobg} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from fh_utils.demo import ensure_demo_dataset, generate_demo_dataset
+
+    size_range = tuple(args.size_range) if args.size_range else (400, 900)
+    if args.overwrite:
+        root = generate_demo_dataset(args.dir, seed=args.seed, scale=args.scale, size_range=size_range, overwrite=True)
+    else:
+        root = ensure_demo_dataset(args.dir, seed=args.seed, scale=args.scale, size_range=size_range)
+    print(f"demo data ready at {root}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from fh_utils.data import validate_root
+
+    problems = validate_root(args.root, tasks=tuple(args.tasks))
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.root}:", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    print(f"{args.root}: OK ({', '.join(args.tasks)})")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from fh_utils.cache import build_cache
+    from fh_utils.datasets import create_dataset
+
+    total = 0
+    for task in args.tasks:
+        for split in args.splits:
+            ds = create_dataset(args.root, task, split, img_size=args.img_size, crop_margin=args.margin, cache=True,
+                                cache_dir=args.cache_dir, use_nobg=args.use_nobg)  # fmt: skip
+            crops = (True,) if args.crop_prob >= 1 else (True, False)
+            built = build_cache(ds.source.specs, ds.source.cache_dir, ds.source.params, crops=crops, workers=args.workers)
+            total += built
+            print(f"{task} {split}: {len(ds)} rows, {built} entries built in {ds.source.cache_dir}")
+    return 0
+
+
+def _nobg(args: argparse.Namespace) -> int:
+    from fh_utils.background import create_nobg_tree
+
+    summary = create_nobg_tree(args.root, out_root=args.out, method=args.method, model_name=args.model,
+                               work_size=args.work_size, workers=args.workers)  # fmt: skip
+    print(summary)
+    return 1 if summary.get("n_failed") else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m fh_utils", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="generate the synthetic demo dataset (reused when already there)")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies every class count")
+    p.add_argument("--size-range", type=int, nargs=2, metavar=("MIN", "MAX"), help="image side range, px")
+    p.add_argument("--overwrite", action="store_true", help="regenerate even if a matching tree exists")
+    p.set_defaults(func=_demo_data)
+
+    p = sub.add_parser("validate", help="check a data root; exit 1 with a file:line report when anything is wrong")
+    p.add_argument("root", type=Path)
+    p.add_argument("--tasks", nargs="+", default=["st1", "st2"], choices=["st1", "st2"])
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("cache", help="fill the decode-once crop cache ahead of training")
+    p.add_argument("root", type=Path)
+    p.add_argument("--tasks", nargs="+", default=["st1", "st2"], choices=["st1", "st2"])
+    p.add_argument("--splits", nargs="+", default=["train", "val"])
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--margin", type=float, default=0.0)
+    p.add_argument("--crop-prob", type=float, default=1.0)
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--use-nobg", action="store_true")
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=_cache)
+
+    p = sub.add_parser("nobg", help="write the background-removed image tree")
+    p.add_argument("root", type=Path)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--method", default="auto", choices=["auto", "grabcut", "rembg"])
+    p.add_argument("--model", default="u2net")
+    p.add_argument("--work-size", type=int, default=320)
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=_nobg)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

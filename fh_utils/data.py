@@ -1,0 +1,318 @@
+"""The FASHION-HOW data layer: find the files, read and validate a split, serve it as a Dataset.
+
+Validation never drops anything silently: every problem is collected with its file, CSV line and what is
+wrong. By default :func:`read_split` raises :class:`DataValidationError` listing them all; with
+``on_error="skip"`` it drops the bad rows, logs a report and keeps it in ``df.attrs["skipped"]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fh_utils.images import ImageLoadError, image_size
+from fh_utils.tasks import Task, find_classes_file, get_task
+
+log = logging.getLogger(__name__)
+
+BOX_COLUMNS = ["BBox_xmin", "BBox_ymin", "BBox_xmax", "BBox_ymax"]
+SPLITS = ("train", "val", "test")
+_MISSING = {"", "nan", "na", "n/a", "null", "none"}
+
+
+@dataclass(frozen=True)
+class DataProblem:
+    """One thing wrong with the data.
+
+    Attributes:
+        file: The CSV (or image) concerned.
+        row: CSV line number (the header is line 1), or None for a problem with the whole file.
+        message: What is wrong.
+    """
+
+    file: str
+    row: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.row}" if self.row is not None else self.file
+        return f"{where}: {self.message}"
+
+
+class DataValidationError(ValueError):
+    """The data has problems; ``problems`` lists each with file, row and message."""
+
+    def __init__(self, problems: list[DataProblem], max_lines: int = 30):
+        self.problems = list(problems)
+        lines = [str(p) for p in self.problems[:max_lines]]
+        if len(self.problems) > max_lines:
+            lines.append(f"... and {len(self.problems) - max_lines} more problems")
+        hint = (
+            "\nFix the data, or pass on_error='skip' to drop the bad rows (they are reported)."
+            if any(p.row is not None for p in self.problems)
+            else ""
+        )
+        super().__init__(f"{len(self.problems)} data problem(s):\n" + "\n".join(lines) + hint)
+
+
+def find_data_dir(root: str | Path) -> Path:
+    """Return the folder that holds the CSVs: ``root`` itself, or ``root/Dataset`` (the official archive).
+
+    Raises:
+        DataValidationError: No FASHION-HOW CSV is found in either place.
+    """
+    root = Path(root)
+    for candidate in (root, root / "Dataset"):
+        if candidate.is_dir() and any(candidate.glob("Fashion-How24_sub*_*.csv")):
+            return candidate
+    if not root.exists():
+        raise DataValidationError([DataProblem(str(root), None, "data root does not exist")])
+    raise DataValidationError(
+        [
+            DataProblem(
+                str(root),
+                None,
+                "no Fashion-How24_sub{1,2}_{train,val}.csv here or in Dataset/; unpack the FASHION-HOW archive "
+                "here, or run `python -m fh_utils demo-data DIR` for the synthetic demo data",
+            )
+        ]
+    )
+
+
+def csv_path(root: str | Path, task: str | Task, split: str) -> Path:
+    """Path of the CSV of ``task`` and ``split`` under ``root`` (which may hold a ``Dataset/`` folder)."""
+    task = get_task(task)
+    return find_data_dir(root) / task.csv_name(split)
+
+
+def images_dir(root: str | Path, split: str) -> Path:
+    """Folder of the images of ``split`` (``image_name`` is relative to it)."""
+    return find_data_dir(root) / split
+
+
+def _read_csv_text(path: Path, encoding: str) -> pd.DataFrame:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataValidationError([DataProblem(str(path), None, "empty CSV (no header, no rows)")])
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataValidationError(
+            [
+                DataProblem(
+                    str(path),
+                    None,
+                    f"not valid {encoding} text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                    "re-save the file as UTF-8 (e.g. `iconv -f cp949 -t utf-8`) or pass encoding='cp949'",
+                )
+            ]
+        ) from err
+    # Everything as text: labels and boxes are parsed below so each bad cell is reported, not coerced.
+    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding, skipinitialspace=True)
+
+
+def _parse_int(value: str) -> int | None:
+    text = value.strip()
+    if text.lstrip("+-").isdigit():
+        return int(text)
+    return None
+
+
+def _column_problems(path: Path, columns: list[str], expected: list[str], optional: list[str]) -> list[DataProblem]:
+    problems = []
+    present = set(columns)
+    for col in expected:
+        if col in present:
+            continue
+        close = difflib.get_close_matches(col, [c for c in columns if c not in expected], n=1, cutoff=0.6)
+        renamed = [c for c in columns if c.strip().lower() == col.lower()]
+        hint = f" (found {(renamed or close)[0]!r}: renamed?)" if (renamed or close) else ""
+        problems.append(DataProblem(str(path), None, f"missing column {col!r}{hint}; expected {expected}"))
+    extra = [c for c in columns if c not in expected and c not in optional]
+    if extra and not problems:
+        msg = f"{path}: extra column(s) {extra} kept but not used"
+        log.warning(msg)
+        warnings.warn(msg, stacklevel=3)
+    return problems
+
+
+def _row_problems(
+    path: Path, df: pd.DataFrame, task: Task, has_labels: bool, img_dir: Path, check_images: bool
+) -> tuple[dict[int, list[str]], list[tuple[int, int] | None]]:
+    """Check every row; return {row index: [messages]} and the (width, height) of each image."""
+    bad: dict[int, list[str]] = {}
+    sizes: list[tuple[int, int] | None] = []
+    heads = task.heads if has_labels else ()
+    for i, row in enumerate(df.to_dict("records")):
+        msgs: list[str] = []
+        name = str(row["image_name"]).strip()
+        if name.lower() in _MISSING:
+            msgs.append("image_name is empty")
+        for head in heads:
+            text = str(row[head.column])
+            value = _parse_int(text)
+            if text.strip().lower() in _MISSING:
+                msgs.append(f"{head.column} is missing")
+            elif value is None:
+                msgs.append(f"{head.column} must be an integer class id, got {text!r}")
+            elif not 0 <= value < head.num_classes:
+                msgs.append(
+                    f"{head.column}={value} out of range 0..{head.num_classes - 1} ({head.num_classes} classes)"
+                )
+        box = []
+        for col in BOX_COLUMNS:
+            text = str(row[col])
+            value = _parse_int(text)
+            if value is None:
+                msgs.append(f"{col} must be an integer pixel coordinate, got {text!r}")
+            box.append(value)
+        size = None
+        if name.lower() not in _MISSING:
+            img_path = img_dir / name
+            if not img_path.is_file():
+                msgs.append(f"image not found: {img_path}")
+            elif check_images:
+                try:
+                    size = image_size(img_path)
+                except ImageLoadError as err:
+                    msgs.append(str(err))
+        if None not in box:
+            x0, y0, x1, y1 = box
+            if x0 < 0 or y0 < 0:
+                msgs.append(f"box {tuple(box)} has negative coordinates")
+            if x0 >= x1 or y0 >= y1:
+                msgs.append(f"empty box {tuple(box)}: need xmin < xmax and ymin < ymax")
+            if size is not None and (x1 > size[0] or y1 > size[1]):
+                msgs.append(f"box {tuple(box)} outside the image ({size[0]} x {size[1]} px)")
+        if msgs:
+            bad[i] = msgs
+        sizes.append(size)
+    return bad, sizes
+
+
+def _duplicate_problems(df: pd.DataFrame, has_labels: bool, task: Task) -> dict[int, list[str]]:
+    bad: dict[int, list[str]] = {}
+    key_cols = ["image_name"] + BOX_COLUMNS + (task.label_columns if has_labels else [])
+    first_full: dict[tuple, int] = {}
+    first_name: dict[str, int] = {}
+    for i, values in enumerate(df[key_cols].itertuples(index=False, name=None)):
+        name = values[0]
+        if values in first_full:
+            bad.setdefault(i, []).append(f"duplicate of line {first_full[values] + 2}")
+        elif name in first_name:
+            bad.setdefault(i, []).append(
+                f"image {name!r} already listed on line {first_name[name] + 2} with other values"
+            )
+        first_full.setdefault(values, i)
+        first_name.setdefault(name, i)
+    return bad
+
+
+def read_split(
+    root: str | Path,
+    task: str | Task,
+    split: str,
+    on_error: str = "raise",
+    check_images: bool = True,
+    images_root: str | Path | None = None,
+    encoding: str = "utf-8",
+) -> pd.DataFrame:
+    """Read and validate the CSV of one split.
+
+    Args:
+        root: Data root (holding the CSVs, or a ``Dataset/`` folder that does).
+        task: ``"st1"``, ``"st2"`` or a :class:`Task`; class counts come from ``classes.json`` when present.
+        split: ``"train"``, ``"val"`` or ``"test"``. A test CSV may lack every label column.
+        on_error: ``"raise"`` (default) raises on any problem; ``"skip"`` drops bad rows and logs them.
+        check_images: Check that each image exists and read its size from its header (needed to check that
+            boxes lie inside the image).
+        images_root: Folder the ``image_name`` paths are relative to (default ``<data dir>/<split>``); used
+            for background-removed copies.
+        encoding: CSV text encoding.
+
+    Returns:
+        DataFrame with the CSV columns (boxes and labels as int), plus ``path`` (image file), ``line`` (CSV
+        line number), ``width`` and ``height`` (stored image size, when ``check_images``). ``df.attrs``
+        holds ``has_labels``, ``csv`` and ``skipped`` (the problems of dropped rows).
+
+    Raises:
+        DataValidationError: Listing every problem with file, line and message.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    task = get_task(task, root)
+    path = csv_path(root, task, split)
+    if not path.is_file():
+        found = sorted(p.name for p in path.parent.glob("*.csv"))
+        raise DataValidationError([DataProblem(str(path), None, f"CSV not found; CSVs present: {found}")])
+    df = _read_csv_text(path, encoding)
+    df.columns = [str(c).lstrip("\ufeff").strip() for c in df.columns]
+    labels_present = [c for c in task.label_columns if c in df.columns]
+    has_labels = split != "test" or bool(labels_present)
+    expected = ["image_name"] + BOX_COLUMNS + (task.label_columns if has_labels else [])
+    problems = _column_problems(path, list(df.columns), expected, optional=[])
+    if problems:
+        raise DataValidationError(problems)
+    if df.empty:
+        raise DataValidationError([DataProblem(str(path), None, "CSV has a header but no data rows")])
+
+    img_dir = Path(images_root) / split if images_root is not None else path.parent / split
+    bad, sizes = _row_problems(path, df, task, has_labels, img_dir, check_images)
+    for i, msgs in _duplicate_problems(df, has_labels, task).items():
+        bad.setdefault(i, []).extend(msgs)
+    row_problems = [DataProblem(str(path), i + 2, "; ".join(msgs)) for i, msgs in sorted(bad.items())]
+    classes_file = find_classes_file(root)
+    if classes_file is not None and any("out of range" in p.message for p in row_problems):
+        row_problems.append(DataProblem(str(classes_file), None, "class count disagrees with the CSV labels"))
+    if row_problems and on_error == "raise":
+        raise DataValidationError(row_problems)
+
+    df = df.copy()
+    df["line"] = np.arange(len(df)) + 2
+    df["width"] = [s[0] if s else -1 for s in sizes]
+    df["height"] = [s[1] if s else -1 for s in sizes]
+    if bad:
+        df = df.drop(index=df.index[sorted(bad)]).reset_index(drop=True)
+        report = "\n".join(str(p) for p in row_problems)
+        log.warning("skipped %d bad row(s) of %s:\n%s", len(bad), path, report)
+    if df.empty:
+        raise DataValidationError(row_problems + [DataProblem(str(path), None, "no valid rows left")])
+    df["image_name"] = df["image_name"].str.strip()
+    int_cols = BOX_COLUMNS + (task.label_columns if has_labels else [])
+    df[int_cols] = df[int_cols].apply(lambda s: s.str.strip().astype(np.int64))
+    df["path"] = [str(img_dir / n) for n in df["image_name"]]
+    df.attrs.update(has_labels=has_labels, csv=str(path), skipped=[str(p) for p in row_problems])
+    return df
+
+
+def class_counts(df: pd.DataFrame, task: Task) -> dict[str, np.ndarray]:
+    """Number of rows per class for every head (classes absent from ``df`` count 0)."""
+    return {h.column: np.bincount(df[h.column].to_numpy(), minlength=h.num_classes) for h in task.heads}
+
+
+def validate_root(root: str | Path, tasks: tuple[str, ...] = ("st1", "st2")) -> list[DataProblem]:
+    """Validate every split present under ``root`` for ``tasks``; return all problems (empty if clean)."""
+    problems: list[DataProblem] = []
+    try:
+        data_dir = find_data_dir(root)
+    except DataValidationError as err:
+        return err.problems
+    for name in tasks:
+        task = get_task(name, root)
+        for split in SPLITS:
+            path = data_dir / task.csv_name(split)
+            if not path.exists():
+                if split != "test":
+                    problems.append(DataProblem(str(path), None, "CSV not found"))
+                continue
+            try:
+                read_split(root, task, split)
+            except DataValidationError as err:
+                problems.extend(err.problems)
+    return problems

@@ -1,0 +1,234 @@
+"""Model factory: a timm backbone without its classifier, plus one linear head per label of the task.
+
+The model carries its own preprocessing (``model.data_config``: input size, colour spaces, mean, std) and
+normalises uint8 input itself, and its constructor arguments (``model.model_config``) are stored in every
+checkpoint so :func:`load_model` rebuilds it without any other file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from fh_utils.colorspaces import check_spaces, color_space_stats
+from fh_utils.tasks import Task, get_task
+
+DEFAULT_BACKBONE = "eva02_tiny_patch14_224.mim_in22k"
+
+
+class RulesError(ValueError):
+    """The model breaks a competition rule of its task (size budget, pretrained weights)."""
+
+
+class PretrainedUnavailableError(RuntimeError):
+    """Pretrained weights were asked for from the hub but cannot be fetched (offline)."""
+
+
+class FashionHowNet(nn.Module):
+    """Backbone + one linear head per task label; ``forward`` returns ``{label column: logits}``.
+
+    Args:
+        backbone: timm model built with ``num_classes=0`` (pooled features out).
+        task: Task description (heads and class counts).
+        mean: Per-input-channel mean on the 0..1 scale.
+        std: Per-input-channel std on the 0..1 scale.
+        extra_features: Optional module mapping the normalised input to extra features concatenated with the
+            backbone's (e.g. colour histograms).
+        drop_rate: Dropout before the heads.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        task: Task,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        extra_features: nn.Module | None = None,
+        drop_rate: float = 0.0,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.extra_features = extra_features
+        # timm's pooled output width: head_hidden_size when a pre-logits layer exists (MobileNetV4), else
+        # num_features.
+        n_backbone = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        n_feat = n_backbone + (extra_features.num_features if extra_features is not None else 0)
+        self.dropout = nn.Dropout(drop_rate)
+        self.heads = nn.ModuleDict({h.column: nn.Linear(n_feat, h.num_classes) for h in task.heads})
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.model_config: dict[str, Any] = {}
+        self.data_config: dict[str, Any] = {}
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (or 0..255 float) CHW batch -> normalised float batch."""
+        x = x.float() if x.dtype == torch.uint8 else x
+        return (x / 255.0 - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return ``{label column: logits}`` for a uint8 ``(B, C, H, W)`` batch."""
+        raw = x
+        x = self.normalize(x)
+        feats = self.backbone(x)
+        if self.extra_features is not None:
+            feats = torch.cat([feats, self.extra_features(raw).to(feats.dtype)], dim=1)
+        feats = self.dropout(feats)
+        return {name: head(feats) for name, head in self.heads.items()}
+
+
+def state_dict_size_mb(model: nn.Module) -> float:
+    """Size in MB (10**6 bytes) of ``torch.save(model.state_dict())``, i.e. of the submitted file."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell() / 1e6
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _pretrained_help(backbone: str) -> str:
+    repo = backbone if "/" in backbone else f"timm/{backbone}"
+    return (
+        f"pretrained=True fetches {repo} from the Hugging Face hub, which cannot be reached here "
+        f"(offline is the default: HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}). On a machine with network "
+        f"run `huggingface-cli download {repo} model.safetensors --local-dir weights/`, copy the file here and "
+        "pass pretrained='weights/model.safetensors' (a .pth or .safetensors path); or set HF_HUB_OFFLINE=0 "
+        "where the hub is reachable."
+    )
+
+
+def _create_backbone(backbone: str, pretrained: bool | str | Path, img_size: int, in_chans: int) -> nn.Module:
+    kwargs: dict[str, Any] = dict(num_classes=0, in_chans=in_chans)
+    if isinstance(pretrained, (str, Path)) and str(pretrained):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file not found: {path} (expected a .pth or .safetensors)")
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    elif pretrained is True:
+        if not _hub_offline() and not _hub_reachable():
+            raise PretrainedUnavailableError(_pretrained_help(backbone))
+        kwargs.update(pretrained=True)
+    try:
+        return timm.create_model(backbone, img_size=img_size, **kwargs)
+    except TypeError as err:
+        if "img_size" not in str(err):
+            raise
+        return timm.create_model(backbone, **kwargs)  # CNNs take any size and have no img_size argument
+    except (OSError, RuntimeError, ValueError) as err:
+        if pretrained is True and not isinstance(err, TypeError):
+            raise PretrainedUnavailableError(_pretrained_help(backbone) + f" (hub error: {err})") from err
+        raise
+
+
+def create_model(
+    task: str | Task,
+    backbone: str = DEFAULT_BACKBONE,
+    pretrained: bool | str | Path = False,
+    img_size: int = 224,
+    in_chans: int | None = None,
+    color_spaces: tuple[str, ...] | list[str] = ("rgb",),
+    color_hist: bool = False,
+    drop_rate: float = 0.0,
+    size_budget: bool = True,
+    enforce_rules: bool = True,
+    data_root: str | Path | None = None,
+) -> FashionHowNet:
+    """Build a model for ``task``.
+
+    Args:
+        task: Task description or name (``"st1"``, ``"st2"``).
+        backbone: Any timm model name.
+        pretrained: ``False``; a path to a ``.pth``/``.safetensors`` file (works offline); or ``True`` (the hub;
+            fails within seconds with instructions when the hub cannot be reached).
+        img_size: Input side, px.
+        in_chans: Input channels (default ``3 * len(color_spaces)``).
+        color_spaces: Colour spaces the data pipeline stacks, e.g. VCL's ``("rgb","hsv","lab","hls","yuv")``.
+        color_hist: Concatenate colour-histogram features of the input with the backbone's pooled features.
+        drop_rate: Dropout before the heads.
+        size_budget: Refuse a model whose saved state dict exceeds the task's size budget.
+        enforce_rules: Refuse what the task's rules forbid (ST2: pretrained weights).
+        data_root: Data root whose ``classes.json`` overrides class names and counts.
+
+    Returns:
+        A :class:`FashionHowNet` with ``model_config`` and ``data_config`` set.
+
+    Raises:
+        RulesError: Pretrained weights for a task that forbids them, or a model over the size budget.
+        PretrainedUnavailableError: ``pretrained=True`` with the hub unreachable.
+    """
+    task = get_task(task, data_root)
+    color_spaces = check_spaces(color_spaces)
+    in_chans = in_chans or 3 * len(color_spaces)
+    if in_chans != 3 * len(color_spaces):
+        raise ValueError(f"in_chans={in_chans} does not match {len(color_spaces)} colour space(s) x 3 channels")
+    uses_pretrained = pretrained is True or (isinstance(pretrained, (str, Path)) and str(pretrained) != "")
+    if uses_pretrained and enforce_rules and not task.rules.pretrained_allowed:
+        raise RulesError(
+            f"{task.name}: the competition forbids outside pretrained weights; train from scratch "
+            "(pretrained=False) or pass enforce_rules=False to experiment outside the rules"
+        )
+    net = _create_backbone(backbone, pretrained if uses_pretrained else False, img_size, in_chans)
+    mean, std = color_space_stats(color_spaces)
+    extra = None
+    if color_hist:
+        from fh_utils.baseline import ColorHistogram
+
+        extra = ColorHistogram(rgb_channels=tuple(range(3)) if color_spaces[0] == "rgb" else None)
+    model = FashionHowNet(net, task, mean, std, extra_features=extra, drop_rate=drop_rate)
+    model.model_config = dict(
+        task=task.name, backbone=backbone, img_size=img_size, in_chans=in_chans,
+        color_spaces=list(color_spaces), color_hist=color_hist, drop_rate=drop_rate,
+        class_names={h.column: list(h.class_names) for h in task.heads},
+    )  # fmt: skip
+    model.data_config = dict(img_size=img_size, color_spaces=list(color_spaces), mean=list(mean), std=list(std))
+    if size_budget:
+        size = state_dict_size_mb(model)
+        if size > task.rules.size_budget_mb:
+            raise RulesError(
+                f"{backbone}: {size:.1f} MB saved state dict exceeds the {task.rules.size_budget_mb:g} MB "
+                f"budget of {task.name}; choose a smaller backbone or pass size_budget=False"
+            )
+    return model
+
+
+def model_from_config(config: dict[str, Any]) -> FashionHowNet:
+    """Rebuild an (untrained) model from a checkpoint's ``model_config``; class names come from it too."""
+    from dataclasses import replace
+
+    cfg = dict(config)
+    task = get_task(cfg.pop("task"))
+    names = cfg.pop("class_names", None)
+    if names:
+        task = replace(task, heads=tuple(replace(h, class_names=tuple(names[h.column])) for h in task.heads))
+    return create_model(task, pretrained=False, size_budget=False, enforce_rules=False, **cfg)
+
+
+def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu", use_ema: bool = True) -> FashionHowNet:
+    """Load a model from a run checkpoint (``best.pt``/``last.pt``) or a run folder (its ``best.pt``).
+
+    Uses ``torch.load(weights_only=True)``: checkpoints hold tensors and plain containers only.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "best.pt"
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    model = model_from_config(ckpt["model_config"])
+    state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    model.load_state_dict(state)
+    return model.eval()
