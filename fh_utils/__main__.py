@@ -1,4 +1,4 @@
-"""Command line: ``python -m fh_utils {demo-data,validate,cache,nobg} ...``."""
+"""Command line: ``python -m fh_utils {demo,demo-data,validate,cache,nobg} ...``."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ def _nobg(args: argparse.Namespace) -> int:
     return 1 if summary.get("n_failed") else 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from fh_utils.notebooks import main_demo
+
+    return main_demo()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m fh_utils", description=__doc__)
@@ -69,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size-range", type=int, nargs=2, metavar=("MIN", "MAX"), help="image side range, px")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if a matching tree exists")
     p.set_defaults(func=_demo_data)
+
+    p = sub.add_parser("demo", help="the main job: demo data, then notebooks 01-05 for both tasks")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("validate", help="check a data root; exit 1 with a file:line report when anything is wrong")
     p.add_argument("root", type=Path)
