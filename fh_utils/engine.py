@@ -93,6 +93,13 @@ class TrainConfig:
         return cls(**known)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; call before :func:`fh_utils.models.create_model` for a reproducible init."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
     if device != "auto":
@@ -323,7 +330,6 @@ def _fit(model, loaders, run_dir, cfg, task, device, threads, resume, progress, 
     train_loader, val_loader = loaders["train"], loaders["val"]
     amp_dtype = _amp_dtype(cfg, device)
     channels_last = device.type == "cuda" if cfg.channels_last == "auto" else bool(cfg.channels_last)
-    torch.manual_seed(cfg.seed)
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

