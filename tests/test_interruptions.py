@@ -1,0 +1,120 @@
+"""Long jobs killed part-way (SIGKILL: no cleanup code runs) must resume cleanly.
+
+Each test builds its own data with the helpers of this file, so tests can be added independently.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from fh_utils.background import MANIFEST_NAME, TMP_SUFFIX, create_nobg_tree
+from fh_utils.images import load_image
+
+REPO = Path(__file__).resolve().parent.parent
+BOX_COLUMNS = ["BBox_xmin", "BBox_ymin", "BBox_xmax", "BBox_ymax"]
+
+
+def _photo(seed: int, h: int = 480, w: int = 360) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A coloured ellipse (the garment) on random rectangles; returns the image and the garment box."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), rng.integers(100, 200, 3), np.uint8)
+    for _ in range(20):
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        cv2.rectangle(img, (x, y), (x + 40, y + 25), tuple(int(v) for v in rng.integers(60, 200, 3)), -1)
+    cx, cy, ax, ay = w // 2, h // 2, w // 6, h // 5
+    cv2.ellipse(img, (cx, cy), (ax, ay), 0, 0, 360, (200, 30, 40), -1)
+    img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    return img, (cx - ax - 8, cy - ay - 8, cx + ax + 9, cy + ay + 9)
+
+
+def _make_data_root(tmp_path: Path, n: int) -> Path:
+    """``n`` train images (jpg and png, a folder name with a space) listed in a sub-task 1 CSV."""
+    root = tmp_path / "data"
+    rows = []
+    for i in range(n):
+        name = f"2COAT 2019/CO{i:05d}-1.{'png' if i % 4 == 0 else 'jpg'}"
+        img, box = _photo(i)
+        ok, buf = cv2.imencode(Path(name).suffix, img[:, :, ::-1])
+        assert ok
+        (root / "train" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "train" / name).write_bytes(buf.tobytes())
+        rows.append([name, *box, 1, 2, 0])
+    columns = ["image_name", *BOX_COLUMNS, "Daily", "Gender", "Embellishment"]
+    pd.DataFrame(rows, columns=columns).to_csv(root / "Fashion-How24_sub1_train.csv", index=False)
+    return root
+
+
+def _finished_outputs(out_root: Path) -> dict[str, tuple[int, int]]:
+    """Output images (not temp files, not the manifest) -> (mtime_ns, inode)."""
+    return {
+        str(p.relative_to(out_root)): (p.stat().st_mtime_ns, p.stat().st_ino)
+        for p in out_root.rglob("*")
+        if p.is_file() and not p.name.endswith(TMP_SUFFIX) and p.name != MANIFEST_NAME
+    }
+
+
+def _start_python(code: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0) -> None:
+    """Poll until ``ready()`` is true, then SIGKILL ``proc``; fail if it ends or times out first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(
+                f"the process ended (rc={proc.returncode}) before the kill:\n{err.decode()[-2000:]}"
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"nothing to interrupt after {timeout:.0f} s")
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def test_background_removal_killed_then_resumed(tmp_path):
+    n = 40
+    root = _make_data_root(tmp_path, n)
+    out = tmp_path / "nobg"
+    code = (
+        "from fh_utils.background import create_nobg_tree; "
+        f"create_nobg_tree({str(root)!r}, {str(out)!r}, method='grabcut', workers=1, progress=False)"
+    )
+    proc = _start_python(code)
+    _kill_when(proc, lambda: out.is_dir() and len(_finished_outputs(out)) >= 3)
+    assert proc.returncode == -signal.SIGKILL
+
+    before = _finished_outputs(out)
+    assert 3 <= len(before) < n, "the kill should land part-way"
+    for rel in before:  # written atomically: whatever exists is whole
+        assert load_image(out / rel).shape == (480, 360, 3)
+
+    result = create_nobg_tree(root, out, method="grabcut", workers=1, progress=False)
+    assert result["n_failed"] == 0, result["failures"]
+    assert result["n_skipped"] == len(before) and result["n_done_now"] == n - len(before)
+    assert not list(out.rglob(f"*{TMP_SUFFIX}")), "temp files of the killed run are removed"
+    after = _finished_outputs(out)
+    assert len(after) == n
+    assert {rel: after[rel] for rel in before} == before, "images finished before the kill are not redone"
+    for rel in after:
+        assert load_image(out / rel).shape == (480, 360, 3)
