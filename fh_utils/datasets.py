@@ -142,6 +142,7 @@ def create_dataset(
     on_error: str = "raise",
     seed: int = 0,
     df: pd.DataFrame | None = None,
+    limit: int | None = None,
 ) -> FashionHowDataset:
     """Read, validate and wrap one split.
 
@@ -162,6 +163,7 @@ def create_dataset(
         on_error: Passed to :func:`fh_utils.data.read_split`.
         seed: Augmentation seed.
         df: An already-read split (skips reading; must come from :func:`read_split`).
+        limit: Keep only the first ``limit`` rows (quick experiments and tests); None keeps all.
     """
     task = get_task(task, data_root)
     train = split == "train" if train is None else train
@@ -175,6 +177,8 @@ def create_dataset(
                     "02_remove_background.ipynb first (or set use_nobg=False)"
                 )
         df = read_split(data_root, task, split, on_error=on_error, images_root=images_root)
+    if limit:
+        df = df.head(int(limit)).reset_index(drop=True)
     transform = create_transforms(task, img_size, train=train, augment=augment, color_spaces=color_spaces, seed=seed)
     if use_nobg and cache_dir is None and cache:
         cache_dir = derived_dir(data_root, "cache_nobg")
@@ -202,6 +206,7 @@ def create_loaders(
     on_error: str = "raise",
     splits: tuple[str, ...] = ("train", "val"),
     eval_batch_size: int | None = None,
+    limit: int | None = None,
 ) -> dict[str, DataLoader]:
     """Build a DataLoader per split (train shuffled or class-balanced, others in CSV order).
 
@@ -226,6 +231,7 @@ def create_loaders(
         on_error: ``"raise"`` or ``"skip"`` bad rows.
         splits: Splits to build.
         eval_batch_size: Batch size of the evaluation loaders (default ``2 * batch_size``).
+        limit: Keep only the first ``limit`` rows of each split (quick runs); None keeps all.
 
     Returns:
         ``{split: DataLoader}``.
@@ -240,7 +246,7 @@ def create_loaders(
             data_root, task, split, img_size=img_size, train=train, augment=augment,
             crop_prob=crop_prob if train else float(crop_prob > 0), crop_margin=crop_margin,
             use_nobg=use_nobg, nobg_root=nobg_root, color_spaces=color_spaces, cache=cache,
-            cache_dir=cache_dir, on_error=on_error, seed=seed,
+            cache_dir=cache_dir, on_error=on_error, seed=seed, limit=limit,
         )  # fmt: skip
         generator = torch.Generator().manual_seed(seed)
         sampler = None

@@ -88,8 +88,9 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0) -> None:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    proc.stdout.close()
-    proc.stderr.close()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def test_background_removal_killed_then_resumed(tmp_path):
@@ -118,3 +119,94 @@ def test_background_removal_killed_then_resumed(tmp_path):
     assert {rel: after[rel] for rel in before} == before, "images finished before the kill are not redone"
     for rel in after:
         assert load_image(out / rel).shape == (480, 360, 3)
+
+
+_FIT_SCRIPT = """
+import sys
+from fh_utils.datasets import create_loaders
+from fh_utils.engine import fit, seed_everything
+from fh_utils.models import create_model
+root, run_dir, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+loaders = create_loaders(root, "st1", img_size=32, batch_size=16, imbalance="none", limit=160, cache=True,
+                         cache_dir=run_dir + "_cache")
+seed_everything(5)
+model = create_model("st1", "mobilenetv4_conv_small", img_size=32)
+fit(model, loaders, run_dir, dict(epochs=3, lr=2e-3, scheduler="warmup_cosine", warmup_epochs=0.5, seed=5,
+    ema=True, threads=2), resume=resume, progress=False)
+"""
+
+
+def _run_fit(root: Path, run_dir: Path, resume: bool = False) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _FIT_SCRIPT, str(root), str(run_dir), "1" if resume else "0"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+
+def test_training_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(demo_root, tmp_path):
+    timing = ["seconds", "train_img_per_s"]
+    full = _run_fit(demo_root, tmp_path / "full")
+    assert full.wait(timeout=600) == 0, full.stderr.read().decode()[-3000:]
+    full.stderr.close()
+
+    cut_dir = tmp_path / "cut"
+    cut = _run_fit(demo_root, cut_dir)
+
+    def in_second_epoch() -> bool:
+        history = cut_dir / "history.csv"
+        return history.exists() and len(pd.read_csv(history)) == 1
+
+    _kill_when(cut, in_second_epoch, timeout=300)
+    time.sleep(0.3)  # well inside epoch 2 (the kill above already happened at its very start)
+    assert len(pd.read_csv(cut_dir / "history.csv")) == 1
+    assert not list(cut_dir.glob("*.tmp")), "a half-written file was left behind"
+
+    resumed = _run_fit(demo_root, cut_dir, resume=True)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-3000:]
+    resumed.stderr.close()
+    expected = pd.read_csv(tmp_path / "full" / "history.csv").drop(columns=timing)
+    got = pd.read_csv(cut_dir / "history.csv").drop(columns=timing)
+    pd.testing.assert_frame_equal(expected, got, check_exact=True)
+    assert "resumed from" in (cut_dir / "train.log").read_text()
+
+
+def _sleepy_notebook(path: Path, fail: bool) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("seconds = 60  # how long to sleep")
+    params.metadata["tags"] = ["parameters"]
+    body = "raise ValueError('boom from the notebook')" if fail else "import time\ntime.sleep(seconds)"
+    nb.cells = [params, nbformat.v4.new_code_cell("print('first cell done')"), nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_failing_notebook_run_keeps_the_executed_notebook_with_the_error(tmp_path):
+    import papermill as pm
+    import pytest
+
+    from fh_utils.notebooks import run_notebook
+
+    nb = _sleepy_notebook(tmp_path / "fails.ipynb", fail=True)
+    out = tmp_path / "runs" / "r1" / "fails.ipynb"
+    with pytest.raises(pm.PapermillExecutionError, match="boom from the notebook"):
+        run_notebook(nb, out, {"seconds": 1})
+    text = out.read_text()
+    assert "boom from the notebook" in text and "first cell done" in text
+    assert out.with_suffix(".html").exists()
+
+
+def test_a_killed_notebook_run_keeps_the_executed_notebook(tmp_path):
+    nb = _sleepy_notebook(tmp_path / "sleepy.ipynb", fail=False)
+    out = tmp_path / "runs" / "r2" / "sleepy.ipynb"
+    proc = _start_python(
+        f"from fh_utils.notebooks import run_notebook; run_notebook({str(nb)!r}, {str(out)!r}, {{'seconds': 60}})"
+    )
+    _kill_when(proc, lambda: out.exists() and "first cell done" in out.read_text(), timeout=120)
+    assert "first cell done" in out.read_text()
+    import nbformat
+
+    nbformat.read(out, as_version=4)  # still a valid notebook
