@@ -7,8 +7,12 @@ wrong. By default :func:`read_split` raises :class:`DataValidationError` listing
 
 from __future__ import annotations
 
+import csv
 import difflib
+import io
+import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from fh_utils.images import ImageLoadError, image_size
-from fh_utils.tasks import Task, find_classes_file, get_task
+from fh_utils.tasks import TASKS, Task, find_classes_file, get_task
 
 log = logging.getLogger(__name__)
 
 BOX_COLUMNS = ["BBox_xmin", "BBox_ymin", "BBox_xmax", "BBox_ymax"]
 SPLITS = ("train", "val", "test")
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
+_INT = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() would also take '١', '1_000' or ' 1 '
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,8 @@ def find_data_dir(root: str | Path) -> Path:
             DataProblem(
                 str(root),
                 None,
-                "no Fashion-How24_sub{1,2}_{train,val}.csv here or in Dataset/; unpack the FASHION-HOW archive "
-                "here, or run `python -m fh_utils demo-data DIR` for the synthetic demo data",
+                "no Fashion-How24_sub{1,2}_{train,val}.csv here or in Dataset/; unpack the FASHION-HOW "
+                "archive here, or run `python -m fh_utils demo-data DIR` for the synthetic demo data",
             )
         ]
     )
@@ -96,35 +101,95 @@ def images_dir(root: str | Path, split: str) -> Path:
     return find_data_dir(root) / split
 
 
-def _read_csv_text(path: Path, encoding: str) -> pd.DataFrame:
+def _decode_csv(path: Path, encoding: str) -> str:
     raw = path.read_bytes()
-    if not raw.strip():
-        raise DataValidationError([DataProblem(str(path), None, "empty CSV (no header, no rows)")])
+    if raw.startswith(b"PK\x03\x04"):
+        msg = "a zip file (an Excel .xlsx?), not CSV text; export it from the spreadsheet as 'CSV UTF-8'"
+        raise DataValidationError([DataProblem(str(path), None, msg)])
     try:
-        raw.decode(encoding)
+        text = raw.decode(encoding)
     except UnicodeDecodeError as err:
-        raise DataValidationError(
-            [
-                DataProblem(
-                    str(path),
-                    None,
-                    f"not valid {encoding} text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
-                    "re-save the file as UTF-8 (e.g. `iconv -f cp949 -t utf-8`) or pass encoding='cp949'",
-                )
-            ]
-        ) from err
-    # Everything as text: labels and boxes are parsed below so each bad cell is reported, not coerced.
-    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding, skipinitialspace=True)
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            hint = "the file is UTF-16: re-save it as UTF-8 or pass encoding='utf-16'"
+        else:
+            hint = "re-save the file as UTF-8 (e.g. `iconv -f cp949 -t utf-8`) or pass encoding='cp949'"
+        msg = f"not valid {encoding} text (byte 0x{raw[err.start]:02x} at offset {err.start}); {hint}"
+        raise DataValidationError([DataProblem(str(path), None, msg)]) from err
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise DataValidationError([DataProblem(str(path), None, "empty CSV (no header, no rows)")])
+    return text
+
+
+def _read_csv_lines(path: Path, encoding: str) -> tuple[pd.DataFrame, list[int], list[DataProblem]]:
+    """Read the CSV as text; return it, the CSV line number of each row, and the problems of malformed lines.
+
+    Everything stays text: labels and boxes are parsed later so each bad cell is reported, not coerced.
+    Blank lines are skipped (line numbers stay those of the file); a line with more or fewer fields than
+    the header is reported, not read.
+    """
+    reader = csv.reader(io.StringIO(_decode_csv(path, encoding), newline=""), skipinitialspace=True)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    problems: list[DataProblem] = []
+    end = 0
+    try:
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if len(record) <= 1 and not "".join(record).strip():
+                continue  # blank line
+            if header is None:
+                header = [c.strip() for c in record]
+                dupes = sorted({c for c in header if header.count(c) > 1}, key=header.index)
+                if dupes:
+                    msgs = [f"column {c!r} appears {header.count(c)} times in the header" for c in dupes]
+                    raise DataValidationError([DataProblem(str(path), None, m) for m in msgs])
+            elif len(record) != len(header):
+                msg = f"expected {len(header)} fields (as in the header), found {len(record)}"
+                if end > start:
+                    msg += f" (the record runs on to line {end}: an unclosed quote?)"
+                problems.append(DataProblem(str(path), start, msg))
+            else:
+                rows.append(record)
+                lines.append(start)
+    except csv.Error as err:  # e.g. a field over csv.field_size_limit()
+        raise DataValidationError([DataProblem(str(path), end + 1, f"unreadable CSV line ({err})")]) from err
+    assert header is not None  # the text is not blank
+    return pd.DataFrame(rows, columns=header, dtype=str), lines, problems
+
+
+def _read_csv_text(path: Path, encoding: str) -> pd.DataFrame:
+    """The CSV as text (see :func:`_read_csv_lines`); a malformed line raises :class:`DataValidationError`."""
+    df, _, problems = _read_csv_lines(path, encoding)
+    if problems:
+        raise DataValidationError(problems)
+    return df
 
 
 def _parse_int(value: str) -> int | None:
     text = value.strip()
-    if text.lstrip("+-").isdigit():
-        return int(text)
-    return None
+    return int(text) if _INT.fullmatch(text) else None
 
 
-def _column_problems(path: Path, columns: list[str], expected: list[str], optional: list[str]) -> list[DataProblem]:
+def _not_an_int(column: str, text: str, what: str) -> str:
+    """Message for a cell that should hold an integer ``what`` and does not parse."""
+    if text.strip().lower() in _MISSING:
+        return f"{column} is missing"
+    hint = ""
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if number.is_integer():
+            hint = f" (a float: write {int(number)})"
+    return f"{column} must be an integer {what}, got {text!r}{hint}"
+
+
+def _column_problems(
+    path: Path, columns: list[str], expected: list[str], optional: list[str]
+) -> list[DataProblem]:
     problems = []
     present = set(columns)
     for col in expected:
@@ -157,20 +222,17 @@ def _row_problems(
         for head in heads:
             text = str(row[head.column])
             value = _parse_int(text)
-            if text.strip().lower() in _MISSING:
-                msgs.append(f"{head.column} is missing")
-            elif value is None:
-                msgs.append(f"{head.column} must be an integer class id, got {text!r}")
+            if value is None:
+                msgs.append(_not_an_int(head.column, text, "class id"))
             elif not 0 <= value < head.num_classes:
-                msgs.append(
-                    f"{head.column}={value} out of range 0..{head.num_classes - 1} ({head.num_classes} classes)"
-                )
+                n = head.num_classes
+                msgs.append(f"{head.column}={value} out of range 0..{n - 1} ({n} classes)")
         box = []
         for col in BOX_COLUMNS:
             text = str(row[col])
             value = _parse_int(text)
             if value is None:
-                msgs.append(f"{col} must be an integer pixel coordinate, got {text!r}")
+                msgs.append(_not_an_int(col, text, "pixel coordinate"))
             box.append(value)
         size = None
         if name.lower() not in _MISSING:
@@ -187,7 +249,8 @@ def _row_problems(
             if x0 < 0 or y0 < 0:
                 msgs.append(f"box {tuple(box)} has negative coordinates")
             if x0 >= x1 or y0 >= y1:
-                msgs.append(f"empty box {tuple(box)}: need xmin < xmax and ymin < ymax")
+                kind = "inverted" if x0 > x1 or y0 > y1 else "zero-area"
+                msgs.append(f"{kind} box {tuple(box)}: need xmin < xmax and ymin < ymax")
             if size is not None and (x1 > size[0] or y1 > size[1]):
                 msgs.append(f"box {tuple(box)} outside the image ({size[0]} x {size[1]} px)")
         if msgs:
@@ -196,22 +259,63 @@ def _row_problems(
     return bad, sizes
 
 
-def _duplicate_problems(df: pd.DataFrame, has_labels: bool, task: Task) -> dict[int, list[str]]:
+def _duplicate_problems(
+    df: pd.DataFrame, has_labels: bool, task: Task, lines: list[int] | None = None
+) -> dict[int, list[str]]:
+    """Repeated rows and images; ``lines``: CSV line number of each row (default: no blank lines)."""
     bad: dict[int, list[str]] = {}
     key_cols = ["image_name"] + BOX_COLUMNS + (task.label_columns if has_labels else [])
     first_full: dict[tuple, int] = {}
     first_name: dict[str, int] = {}
+    lines = lines if lines is not None else list(range(2, len(df) + 2))
     for i, values in enumerate(df[key_cols].itertuples(index=False, name=None)):
         name = values[0]
         if values in first_full:
-            bad.setdefault(i, []).append(f"duplicate of line {first_full[values] + 2}")
+            bad.setdefault(i, []).append(f"duplicate of line {lines[first_full[values]]}")
         elif name in first_name:
             bad.setdefault(i, []).append(
-                f"image {name!r} already listed on line {first_name[name] + 2} with other values"
+                f"image {name!r} already listed on line {lines[first_name[name]]} with other values"
             )
         first_full.setdefault(values, i)
         first_name.setdefault(name, i)
     return bad
+
+
+def _task_with_classes(task: str | Task, root: str | Path) -> Task:
+    """``get_task(task, root)``, raising every problem of ``classes.json`` as a DataValidationError."""
+    classes_file = find_classes_file(root)
+    try:
+        resolved = get_task(task, root)
+    except ValueError as err:
+        if classes_file is None:
+            raise
+        message = str(err).removeprefix(f"{classes_file}: ")
+        raise DataValidationError([DataProblem(str(classes_file), None, message)]) from err
+    if classes_file is not None:
+        known = list(dict.fromkeys(c for t in (*TASKS.values(), resolved) for c in t.label_columns))
+        unknown = [k for k in json.loads(classes_file.read_text(encoding="utf-8")) if k not in known]
+        if unknown:
+            msg = f"unknown label column(s) {unknown}; expected some of {known}"
+            raise DataValidationError([DataProblem(str(classes_file), None, msg)])
+    return resolved
+
+
+def _classes_file_problems(root: str | Path, task: Task, df: pd.DataFrame) -> list[DataProblem]:
+    """Blame ``classes.json`` when it sets fewer classes for a head than the CSV labels use."""
+    classes_file = find_classes_file(root)
+    if classes_file is None:
+        return []
+    overridden = json.loads(classes_file.read_text(encoding="utf-8"))
+    msgs = []
+    for head in task.heads:
+        values = [v for v in map(_parse_int, df[head.column]) if v is not None]
+        if head.column in overridden and values and max(values) >= head.num_classes:
+            n, top = head.num_classes, max(values)
+            msgs.append(f"{head.column} has {n} classes there but the CSV uses labels up to {top}")
+    if not msgs:
+        return []
+    msg = "class count disagrees with the CSV labels: " + "; ".join(msgs)
+    return [DataProblem(str(classes_file), None, msg)]
 
 
 def read_split(
@@ -246,41 +350,41 @@ def read_split(
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    task = get_task(task, root)
+    task = _task_with_classes(task, root)
     path = csv_path(root, task, split)
     if not path.is_file():
         found = sorted(p.name for p in path.parent.glob("*.csv"))
         raise DataValidationError([DataProblem(str(path), None, f"CSV not found; CSVs present: {found}")])
-    df = _read_csv_text(path, encoding)
-    df.columns = [str(c).lstrip("\ufeff").strip() for c in df.columns]
+    df, lines, line_problems = _read_csv_lines(path, encoding)
     labels_present = [c for c in task.label_columns if c in df.columns]
     has_labels = split != "test" or bool(labels_present)
     expected = ["image_name"] + BOX_COLUMNS + (task.label_columns if has_labels else [])
     problems = _column_problems(path, list(df.columns), expected, optional=[])
     if problems:
         raise DataValidationError(problems)
-    if df.empty:
+    if df.empty and not line_problems:
         raise DataValidationError([DataProblem(str(path), None, "CSV has a header but no data rows")])
 
     img_dir = Path(images_root) / split if images_root is not None else path.parent / split
     bad, sizes = _row_problems(path, df, task, has_labels, img_dir, check_images)
-    for i, msgs in _duplicate_problems(df, has_labels, task).items():
+    for i, msgs in _duplicate_problems(df, has_labels, task, lines).items():
         bad.setdefault(i, []).extend(msgs)
-    row_problems = [DataProblem(str(path), i + 2, "; ".join(msgs)) for i, msgs in sorted(bad.items())]
-    classes_file = find_classes_file(root)
-    if classes_file is not None and any("out of range" in p.message for p in row_problems):
-        row_problems.append(DataProblem(str(classes_file), None, "class count disagrees with the CSV labels"))
+    row_problems = line_problems + [DataProblem(str(path), lines[i], "; ".join(m)) for i, m in bad.items()]
+    row_problems.sort(key=lambda p: p.row)
+    n_bad = len(row_problems)
+    if has_labels:
+        row_problems.extend(_classes_file_problems(root, task, df))
     if row_problems and on_error == "raise":
         raise DataValidationError(row_problems)
 
     df = df.copy()
-    df["line"] = np.arange(len(df)) + 2
+    df["line"] = np.asarray(lines, dtype=np.int64)
     df["width"] = [s[0] if s else -1 for s in sizes]
     df["height"] = [s[1] if s else -1 for s in sizes]
-    if bad:
-        df = df.drop(index=df.index[sorted(bad)]).reset_index(drop=True)
+    df = df.drop(index=df.index[sorted(bad)]).reset_index(drop=True)
+    if n_bad:
         report = "\n".join(str(p) for p in row_problems)
-        log.warning("skipped %d bad row(s) of %s:\n%s", len(bad), path, report)
+        log.warning("skipped %d bad row(s) of %s:\n%s", n_bad, path, report)
     if df.empty:
         raise DataValidationError(row_problems + [DataProblem(str(path), None, "no valid rows left")])
     df["image_name"] = df["image_name"].str.strip()
@@ -304,7 +408,11 @@ def validate_root(root: str | Path, tasks: tuple[str, ...] = ("st1", "st2")) -> 
     except DataValidationError as err:
         return err.problems
     for name in tasks:
-        task = get_task(name, root)
+        try:
+            task = _task_with_classes(name, root)
+        except DataValidationError as err:  # one bad classes.json: reported once, not once per task
+            problems.extend(p for p in err.problems if p not in problems)
+            continue
         for split in SPLITS:
             path = data_dir / task.csv_name(split)
             if not path.exists():

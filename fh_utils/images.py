@@ -46,8 +46,11 @@ def _read_bytes(path: Path) -> bytes:
 def _check_complete(path: Path, data: bytes) -> None:
     """Refuse truncated JPEG/PNG files, which OpenCV would otherwise decode partially without an error."""
     if data.startswith(_JPEG_MAGIC):
-        tail = data[-64:].rstrip(b"\x00\r\n\t ")
-        if not tail.endswith(b"\xff\xd9") and b"\xff\xd9" not in tail:
+        if b"\xff\xd9" in data[-64:]:
+            return
+        # Some cameras append data after the end-of-image marker: accept a marker anywhere after the last
+        # start-of-scan (scan data byte-stuffs 0xFF, so the marker cannot occur inside it).
+        if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda") or b"\xff\xd9" not in data:
             raise ImageLoadError(f"{path}: truncated JPEG (no end-of-image marker)")
     elif data.startswith(_PNG_MAGIC):
         if b"IEND" not in data[-32:]:
@@ -121,15 +124,27 @@ def load_image(
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """Return ``(width, height)`` of the stored image by reading its header only.
+    """Return ``(width, height)`` of the stored image by reading its header (and its last bytes) only.
+
+    The end of the file is checked as :func:`load_image` does, so a truncated JPEG/PNG is refused here
+    too: whatever passes validation decodes.
 
     Raises:
-        ImageLoadError: The file is missing, empty or not an image.
+        ImageLoadError: The file is missing, empty, truncated or not an image.
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             raise ImageLoadError(f"{path}: empty file (0 bytes)")
+        with path.open("rb") as f:
+            head = f.read(len(_PNG_MAGIC))
+            f.seek(max(len(head), size - 64))
+            tail = f.read()
+        try:
+            _check_complete(path, head + tail)  # the magic and the last bytes settle almost every file
+        except ImageLoadError:
+            _check_complete(path, path.read_bytes())  # a JPEG with a trailer needs the whole file
         with Image.open(path) as im:
             return im.size
     except FileNotFoundError as err:
