@@ -29,7 +29,8 @@ def step_rate(mode: str, args: argparse.Namespace, device: torch.device) -> floa
     opt = _create_optimizer(model, cfg)
     loss_fn = MultiHeadLoss(task, cfg)
     run = torch.compile(model) if mode.endswith("compile") else model
-    amp = None if mode == "fp32_eager" else (torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16)
+    bf16_ok = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    amp = None if mode == "fp32_eager" else (torch.bfloat16 if bf16_ok else torch.float16)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     x = torch.randint(0, 256, (args.batch_size, 3, args.img_size, args.img_size), dtype=torch.uint8, device=device)
     if channels_last:
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     base = rates.get("fp32_eager")
     figures = {"device": str(device), "backbone": args.backbone, "img_size": args.img_size,
                "batch_size": args.batch_size, "steps": args.steps, "img_per_s": rates,
-               "speedup_vs_fp32_eager": {m: round(r / base, 2) for m, r in rates.items()} if base else None}  # fmt: skip
+               "speedup_vs_fp32_eager": {m: round(r / base, 2) for m, r in rates.items()} if base else None,
+               }  # fmt: skip
     report("gpu_check", figures, args.json)
     return figures
 

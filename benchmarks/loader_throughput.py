@@ -14,10 +14,10 @@ import cv2
 import torch
 
 from benchmarks.common import demo_root, report
-from fh_utils.cache import build_cache
-from fh_utils.datasets import build_source
-from fh_utils.data import read_split
 from fh_utils.augment import create_transforms
+from fh_utils.cache import build_cache
+from fh_utils.data import read_split
+from fh_utils.datasets import build_source
 
 
 def _rate(source, transform, n: int, epochs: int) -> float:

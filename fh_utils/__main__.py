@@ -42,7 +42,8 @@ def _cache(args: argparse.Namespace) -> int:
             ds = create_dataset(args.root, task, split, img_size=args.img_size, crop_margin=args.margin, cache=True,
                                 cache_dir=args.cache_dir, use_nobg=args.use_nobg)  # fmt: skip
             crops = (True,) if args.crop_prob >= 1 else (True, False)
-            built = build_cache(ds.source.specs, ds.source.cache_dir, ds.source.params, crops=crops, workers=args.workers)
+            src = ds.source
+            built = build_cache(src.specs, src.cache_dir, src.params, crops=crops, workers=args.workers)
             total += built
             print(f"{task} {split}: {len(ds)} rows, {built} entries built in {ds.source.cache_dir}")
     return 0

@@ -99,7 +99,9 @@ class ColorHistogram(nn.Module):
         return torch.cat([hists, rgb.mean(dim=(2, 3))], dim=1)
 
 
-def extract_color_features(dataset: Dataset, batch_size: int = 64, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def extract_color_features(
+    dataset: Dataset, batch_size: int = 64, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Colour features and labels of every row of an (evaluation-mode) dataset."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     hist = ColorHistogram()

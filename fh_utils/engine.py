@@ -29,7 +29,14 @@ from tqdm.auto import tqdm
 from fh_utils.datasets import IMBALANCE_MODES, seed_epoch
 from fh_utils.metrics import task_metrics
 from fh_utils.runs import (
-    BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, atomic_write, read_json, write_history, write_json,
+    BEST_CKPT,
+    CONFIG_FILE,
+    LAST_CKPT,
+    METRICS_FILE,
+    atomic_write,
+    read_json,
+    write_history,
+    write_json,
 )  # fmt: skip
 from fh_utils.tasks import Task, get_task
 
@@ -369,8 +376,8 @@ def _fit(model, loaders, run_dir, cfg, task, device, threads, resume, progress, 
         from fh_utils.baseline import baseline_for_loaders
 
         base_res = baseline_for_loaders(loaders, task, progress=progress)
-        baseline = {"score": base_res.score, "per_class": [None if np.isnan(a) else float(a) for a in base_res.per_class],
-                    "seconds": base_res.seconds}  # fmt: skip
+        per_class = [None if np.isnan(a) else float(a) for a in base_res.per_class]
+        baseline = {"score": base_res.score, "per_class": per_class, "seconds": base_res.seconds}
         log.info("colour baseline: ACSA %.4f (%.1f s)", base_res.score, base_res.seconds)
 
     eval_model = ema.module if ema is not None else model

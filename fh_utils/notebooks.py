@@ -143,7 +143,7 @@ def main_demo() -> int:
     """``python -m fh_utils demo``: run the demo and print where the results are and both scores."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     res = run_demo()
-    print("\n=== fashion-how-workbook demo finished in %.0f s ===" % res["seconds"])
+    print(f"\n=== fashion-how-workbook demo finished in {res['seconds']:.0f} s ===")
     for folder, path in res["runs"].items():
         print(f"  {folder:<16} {path}")
     for task, metrics in res["scores"].items():

@@ -62,7 +62,8 @@ def test_file_source_crops_the_box_and_decodes_jpeg_reduced(demo_root):
 
 def test_cache_matches_files_and_misses_when_the_source_changes(demo_root, tmp_path):
     df = read_split(demo_root, "st2", "val").head(4)
-    specs = [CropSpec(p, tuple(map(int, b))) for p, b in zip(df["path"], df[["BBox_xmin", "BBox_ymin", "BBox_xmax", "BBox_ymax"]].values)]
+    boxes = df[["BBox_xmin", "BBox_ymin", "BBox_xmax", "BBox_ymax"]].values
+    specs = [CropSpec(p, tuple(map(int, b))) for p, b in zip(df["path"], boxes)]
     params = CacheParams(size=40, margin=0.0)
     assert build_cache(specs, tmp_path / "c", params, workers=1, progress=False) == 4
     assert build_cache(specs, tmp_path / "c", params, workers=1, progress=False) == 0

@@ -1,0 +1,84 @@
+"""ST2 recipes under one fixed CPU budget (same image size, epochs, batch and seed for all), against the
+colour-histogram baseline: ACSA on the val split of a data root (default: ../shared/data/products_b).
+
+    python -m benchmarks.st2_recipes --img-size 56 --epochs 6 --recipes seed vcl hybrid hybrid_fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import ROOT, report
+from fh_utils.baseline import baseline_for_loaders
+from fh_utils.datasets import create_loaders
+from fh_utils.engine import evaluate, fit, seed_everything, set_threads
+from fh_utils.metrics import acsa
+from fh_utils.models import create_model, load_model
+
+SEED_RECIPE = dict(backbone="eva02_tiny_patch14_224.mim_in22k", imbalance="sampler", label_smoothing=0.1,
+                   optimizer="adamw", lr=1e-4, scheduler="cosine_restarts")  # fmt: skip
+RECIPES = {
+    "seed": SEED_RECIPE,
+    "vcl": {**SEED_RECIPE, "color_spaces": ("rgb", "hsv", "lab", "hls", "yuv")},
+    "hybrid": {**SEED_RECIPE, "color_hist": True},
+    "seed_fast": {**SEED_RECIPE, "lr": 5e-4, "scheduler": "warmup_cosine"},
+    "hybrid_fast": {**SEED_RECIPE, "color_hist": True, "lr": 5e-4, "scheduler": "warmup_cosine"},
+    "hybrid_fast_la": {**SEED_RECIPE, "color_hist": True, "lr": 5e-4, "scheduler": "warmup_cosine",
+                       "imbalance": "logit_adjust"},
+}  # fmt: skip
+DATA_KEYS = ("color_spaces", "imbalance")
+MODEL_KEYS = ("backbone", "color_spaces", "color_hist")
+
+
+def run_recipe(name: str, recipe: dict, args: argparse.Namespace, out: Path, base_proba: np.ndarray) -> dict:
+    spaces = recipe.get("color_spaces", ("rgb",))
+    loaders = create_loaders(args.data_root, "st2", img_size=args.img_size, batch_size=args.batch_size,
+                             imbalance=recipe["imbalance"], color_spaces=spaces, cache=True,
+                             cache_dir=out / "cache", seed=args.seed)  # fmt: skip
+    seed_everything(args.seed)
+    model = create_model("st2", recipe["backbone"], img_size=args.img_size, color_spaces=spaces,
+                         color_hist=recipe.get("color_hist", False), data_root=args.data_root)  # fmt: skip
+    train_keys = {k: v for k, v in recipe.items() if k not in MODEL_KEYS}
+    start = time.perf_counter()
+    res = fit(model, loaders, out / name, dict(epochs=args.epochs, seed=args.seed, color_baseline=False,
+              **train_keys), progress=False)  # fmt: skip
+    wall = time.perf_counter() - start
+    best = evaluate(load_model(out / name), loaders["val"], "st2", device="cpu", progress=False)
+    y = best["targets"][:, 0]
+    ens = (best["probabilities"]["Color"] + base_proba) / 2
+    return {"acsa": round(res.metrics["score"], 4), "acsa_ensemble_with_baseline": round(acsa(y, ens.argmax(1), 18), 4),
+            "best_epoch": res.metrics["epoch"], "wall_s": round(wall, 0)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "products_b"))
+    parser.add_argument("--img-size", type=int, default=56)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "bench_runs" / "st2_recipes"))
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    set_threads(0)
+    out = Path(args.out)
+    loaders = create_loaders(args.data_root, "st2", img_size=args.img_size, batch_size=args.batch_size,
+                             cache=True, cache_dir=out / "cache")  # fmt: skip
+    task = loaders["train"].dataset.task
+    base = baseline_for_loaders(loaders, task, progress=False)
+    results = {"baseline": {"acsa": round(base.score, 4), "wall_s": round(base.seconds, 1)}}
+    for name in args.recipes:
+        results[name] = run_recipe(name, RECIPES[name], args, out, base.probabilities)
+        print(name, results[name], flush=True)
+    budget = {"data_root": args.data_root, "img_size": args.img_size, "epochs": args.epochs,
+              "batch_size": args.batch_size, "seed": args.seed}  # fmt: skip
+    report("st2_recipes", {**budget, "results": results}, args.json)
+
+
+if __name__ == "__main__":
+    main()
