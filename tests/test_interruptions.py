@@ -210,3 +210,26 @@ def test_a_killed_notebook_run_keeps_the_executed_notebook(tmp_path):
     import nbformat
 
     nbformat.read(out, as_version=4)  # still a valid notebook
+
+
+def test_demo_run_twice_reuses_the_demo_data(tmp_path):
+    import hashlib
+
+    import yaml
+
+    from fh_utils.notebooks import run_demo
+
+    spec = tmp_path / "demo.yaml"
+    spec.write_text(yaml.safe_dump({"data_root": str(tmp_path / "demo"), "demo_data": {"seed": 0, "scale": 0.05},
+                                    "runs": []}))  # fmt: skip
+
+    def snapshot():
+        return {
+            str(p.relative_to(tmp_path)): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted((tmp_path / "demo").rglob("*")) if p.is_file()
+        }
+
+    run_demo(spec)
+    first = snapshot()
+    run_demo(spec)
+    assert snapshot() == first and len(first) > 20

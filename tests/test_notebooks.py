@@ -1,0 +1,114 @@
+"""Every notebook runs headlessly under papermill with the small parameters of notebook_overrides.yaml.
+
+The runs go to the session's temp outputs folder; afterwards the raw data must be byte-identical and nothing
+may have been written outside the run folders and the derived-image folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from fh_utils.notebooks import NOTEBOOKS_DIR, UnknownParameterError, check_parameters, run_notebook
+from fh_utils.paths import PROJECT_ROOT
+
+OVERRIDES = yaml.safe_load((Path(__file__).parent / "notebook_overrides.yaml").read_text())
+NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _tree_hash(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _project_files() -> set[str]:
+    skip = {".git", ".venv", "outputs", "data", ".pytest_cache", ".ruff_cache"}
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(PROJECT_ROOT):
+        dirnames[:] = [d for d in dirnames if d not in skip and d != "__pycache__" and not d.endswith(".egg-info")]
+        out.update(str(Path(dirpath, f).relative_to(PROJECT_ROOT)) for f in filenames)
+    return out
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_committed_clean_with_a_tagged_parameters_cell(name):
+    nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{name}: needs exactly one cell tagged 'parameters'"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs committed; run nbstripout"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+
+
+def test_every_override_names_a_parameter_of_its_notebook():
+    assert set(OVERRIDES) <= set(NOTEBOOKS), set(OVERRIDES) - set(NOTEBOOKS)
+    for name, params in OVERRIDES.items():
+        check_parameters(NOTEBOOKS_DIR / name, params or {})
+    with pytest.raises(UnknownParameterError, match="no_such_parameter"):
+        check_parameters(NOTEBOOKS_DIR / NOTEBOOKS[0], {"no_such_parameter": 1})
+
+
+@pytest.fixture(scope="module")
+def executed(demo_root, _outputs_in_tmp) -> dict[str, Path]:
+    """Run 01-05 in order (05 once per task) on the session's demo data; return the run folders."""
+    before_data = _tree_hash(demo_root)
+    before_project = _project_files()
+    before_siblings = {p.name for p in demo_root.parent.iterdir()}
+    runs_root = _outputs_in_tmp / "runs"
+    steps = [
+        ("01_eda.ipynb", "nb-eda", {}),
+        ("02_remove_background.ipynb", "nb-nobg", {}),
+        ("03_train_st1.ipynb", "nb-st1", {}),
+        ("04_train_st2.ipynb", "nb-st2", {}),
+        ("05_submission.ipynb", "nb-st1", {"run_dir": str(runs_root / "nb-st1")}),
+        ("05_submission.ipynb", "nb-st2", {"run_dir": str(runs_root / "nb-st2")}),
+    ]
+    for notebook, run, extra in steps:
+        params = {**(OVERRIDES.get(notebook) or {}), **extra, "data_root": str(demo_root)}
+        if notebook != "05_submission.ipynb":
+            params["run_name"] = run
+        run_notebook(NOTEBOOKS_DIR / notebook, runs_root / run / notebook, params, html=False)
+    assert _tree_hash(demo_root) == before_data, "raw data was modified"
+    assert _project_files() == before_project, "a run wrote into the project tree"
+    new_siblings = {p.name for p in demo_root.parent.iterdir()} - before_siblings
+    assert all(n.startswith(demo_root.name + "_") for n in new_siblings), new_siblings
+    return {run: runs_root / run for _, run, _ in steps}
+
+
+def test_eda_saves_its_figures(executed):
+    figures = sorted(p.name for p in (executed["nb-eda"] / "figures").glob("*.png"))
+    assert len(figures) >= 6, figures
+
+
+def test_background_removal_writes_the_mirrored_tree(executed, demo_root):
+    nobg = demo_root.parent / f"{demo_root.name}_nobg"
+    assert (nobg / "train").is_dir() and any(nobg.rglob("*.jpg"))
+    assert any((executed["nb-nobg"] / "figures").glob("*.png"))
+
+
+@pytest.mark.parametrize("run,task,columns", [
+    ("nb-st1", "st1", ["image_name", "daily", "gender", "embel"]),
+    ("nb-st2", "st2", ["image_name", "color"]),
+])  # fmt: skip
+def test_training_and_submission_fill_the_run_folder(executed, run, task, columns):
+    import pandas as pd
+
+    folder = executed[run]
+    for name in ["config.json", "history.csv", "metrics.json", "best.pt", "last.pt", "submission.csv"]:
+        assert (folder / name).exists(), name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert 0.0 <= metrics["score"] <= 1.0 and metrics["task"] == task
+    if task == "st2":
+        assert 0.0 <= metrics["baseline_score"] <= 1.0
+    sub = pd.read_csv(folder / "submission.csv")
+    assert list(sub.columns) == columns
+    assert len(list((folder / "figures").glob("*.png"))) >= 4
