@@ -348,16 +348,44 @@ def read_split(
     Raises:
         DataValidationError: Listing every problem with file, line and message.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     task = _task_with_classes(task, root)
     path = csv_path(root, task, split)
+    img_dir = Path(images_root) / split if images_root is not None else path.parent / split
+    return read_csv(path, task, img_dir, labels_optional=split == "test", on_error=on_error,
+                    check_images=check_images, encoding=encoding, classes_root=root)  # fmt: skip
+
+
+def read_csv(
+    path: str | Path,
+    task: Task,
+    images_dir: str | Path,
+    labels_optional: bool = False,
+    on_error: str = "raise",
+    check_images: bool = True,
+    encoding: str = "utf-8",
+    classes_root: str | Path | None = None,
+) -> pd.DataFrame:
+    """Read and validate a CSV in the FASHION-HOW layout at any path (see :func:`read_split`).
+
+    Args:
+        path: The CSV.
+        task: Task description (class counts already resolved).
+        images_dir: Folder the ``image_name`` paths are relative to.
+        labels_optional: Accept a CSV without any label column (a test CSV, for prediction).
+        on_error: ``"raise"`` or ``"skip"`` bad rows (reported).
+        check_images: Check each image's existence and header.
+        encoding: CSV text encoding.
+        classes_root: Data root whose ``classes.json`` is named when labels exceed its class counts.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    path = Path(path)
     if not path.is_file():
-        found = sorted(p.name for p in path.parent.glob("*.csv"))
+        found = sorted(p.name for p in path.parent.glob("*.csv")) if path.parent.is_dir() else []
         raise DataValidationError([DataProblem(str(path), None, f"CSV not found; CSVs present: {found}")])
     df, lines, line_problems = _read_csv_lines(path, encoding)
     labels_present = [c for c in task.label_columns if c in df.columns]
-    has_labels = split != "test" or bool(labels_present)
+    has_labels = not labels_optional or bool(labels_present)
     expected = ["image_name"] + BOX_COLUMNS + (task.label_columns if has_labels else [])
     problems = _column_problems(path, list(df.columns), expected, optional=[])
     if problems:
@@ -365,15 +393,15 @@ def read_split(
     if df.empty and not line_problems:
         raise DataValidationError([DataProblem(str(path), None, "CSV has a header but no data rows")])
 
-    img_dir = Path(images_root) / split if images_root is not None else path.parent / split
+    img_dir = Path(images_dir)
     bad, sizes = _row_problems(path, df, task, has_labels, img_dir, check_images)
     for i, msgs in _duplicate_problems(df, has_labels, task, lines).items():
         bad.setdefault(i, []).extend(msgs)
     row_problems = line_problems + [DataProblem(str(path), lines[i], "; ".join(m)) for i, m in bad.items()]
     row_problems.sort(key=lambda p: p.row)
     n_bad = len(row_problems)
-    if has_labels:
-        row_problems.extend(_classes_file_problems(root, task, df))
+    if has_labels and classes_root is not None:
+        row_problems.extend(_classes_file_problems(classes_root, task, df))
     if row_problems and on_error == "raise":
         raise DataValidationError(row_problems)
 
