@@ -32,7 +32,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 bench: $(STAMP)  ## benchmarks (not part of make test); results go to benchmarks/RESULTS.md by hand
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.run_all
 
 lint: $(STAMP)
 	$(BIN)/ruff check fh_utils tests benchmarks
