@@ -36,7 +36,7 @@ bench: $(STAMP)  ## benchmarks (not part of make test); results go to benchmarks
 
 lint: $(STAMP)
 	$(BIN)/ruff check fh_utils tests benchmarks
-	$(BIN)/python -m nbstripout --verify notebooks/*.ipynb
+	$(BIN)/python -m nbstripout --keep-id --verify notebooks/*.ipynb
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix fh_utils tests benchmarks

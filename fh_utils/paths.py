@@ -33,7 +33,8 @@ def _writable(folder: Path) -> bool:
     probe = folder
     while not probe.exists():
         probe = probe.parent
-    return os.access(probe, os.W_OK)
+    # root passes os.access on a folder without write bits: honour the bits too (a read-only data share).
+    return os.access(probe, os.W_OK) and bool(probe.stat().st_mode & 0o222)
 
 
 def derived_dir(data_root: str | Path, kind: str) -> Path:

@@ -18,7 +18,7 @@ import yaml
 from fh_utils.notebooks import NOTEBOOKS_DIR, UnknownParameterError, check_parameters, run_notebook
 from fh_utils.paths import PROJECT_ROOT
 
-OVERRIDES = yaml.safe_load((Path(__file__).parent / "notebook_overrides.yaml").read_text())
+RUNS = yaml.safe_load((Path(__file__).parent / "notebook_overrides.yaml").read_text())["runs"]
 NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -50,9 +50,9 @@ def test_notebook_is_committed_clean_with_a_tagged_parameters_cell(name):
 
 
 def test_every_override_names_a_parameter_of_its_notebook():
-    assert set(OVERRIDES) <= set(NOTEBOOKS), set(OVERRIDES) - set(NOTEBOOKS)
-    for name, params in OVERRIDES.items():
-        check_parameters(NOTEBOOKS_DIR / name, params or {})
+    assert {run["notebook"] for run in RUNS} == set(NOTEBOOKS), "every notebook runs in the tests"
+    for run in RUNS:
+        check_parameters(NOTEBOOKS_DIR / run["notebook"], run.get("parameters") or {})
     with pytest.raises(UnknownParameterError, match="no_such_parameter"):
         check_parameters(NOTEBOOKS_DIR / NOTEBOOKS[0], {"no_such_parameter": 1})
 
@@ -64,40 +64,33 @@ def executed(demo_root, _outputs_in_tmp) -> dict[str, Path]:
     before_project = _project_files()
     before_siblings = {p.name for p in demo_root.parent.iterdir()}
     runs_root = _outputs_in_tmp / "runs"
-    steps = [
-        ("01_eda.ipynb", "nb-eda", {}),
-        ("02_remove_background.ipynb", "nb-nobg", {}),
-        ("03_train_st1.ipynb", "nb-st1", {}),
-        ("04_train_st2.ipynb", "nb-st2", {}),
-        ("05_submission.ipynb", "nb-st1", {"run_dir": str(runs_root / "nb-st1")}),
-        ("05_submission.ipynb", "nb-st2", {"run_dir": str(runs_root / "nb-st2")}),
-    ]
-    for notebook, run, extra in steps:
-        params = {**(OVERRIDES.get(notebook) or {}), **extra, "data_root": str(demo_root)}
-        if notebook != "05_submission.ipynb":
-            params["run_name"] = run
-        run_notebook(NOTEBOOKS_DIR / notebook, runs_root / run / notebook, params, html=False)
+    folders = {}
+    for run in RUNS:
+        params = {**(run.get("parameters") or {}), "data_root": str(demo_root)}
+        folder = params.get("run_name") or params["run_dir"]
+        run_notebook(NOTEBOOKS_DIR / run["notebook"], runs_root / folder / run["notebook"], params, html=False)
+        folders[folder] = runs_root / folder
     assert _tree_hash(demo_root) == before_data, "raw data was modified"
     assert _project_files() == before_project, "a run wrote into the project tree"
     new_siblings = {p.name for p in demo_root.parent.iterdir()} - before_siblings
     assert all(n.startswith(demo_root.name + "_") for n in new_siblings), new_siblings
-    return {run: runs_root / run for _, run, _ in steps}
+    return folders
 
 
 def test_eda_saves_its_figures(executed):
-    figures = sorted(p.name for p in (executed["nb-eda"] / "figures").glob("*.png"))
+    figures = sorted(p.name for p in (executed["test-eda"] / "figures").glob("*.png"))
     assert len(figures) >= 6, figures
 
 
 def test_background_removal_writes_the_mirrored_tree(executed, demo_root):
     nobg = demo_root.parent / f"{demo_root.name}_nobg"
     assert (nobg / "train").is_dir() and any(nobg.rglob("*.jpg"))
-    assert any((executed["nb-nobg"] / "figures").glob("*.png"))
+    assert any((executed["test-nobg"] / "figures").glob("*.png"))
 
 
 @pytest.mark.parametrize("run,task,columns", [
-    ("nb-st1", "st1", ["image_name", "daily", "gender", "embel"]),
-    ("nb-st2", "st2", ["image_name", "color"]),
+    ("test-st1", "st1", ["image_name", "daily", "gender", "embel"]),
+    ("test-st2", "st2", ["image_name", "color"]),
 ])  # fmt: skip
 def test_training_and_submission_fill_the_run_folder(executed, run, task, columns):
     import pandas as pd
