@@ -29,6 +29,11 @@ RECIPES = {
     "hybrid_fast": {**SEED_RECIPE, "color_hist": True, "lr": 5e-4, "scheduler": "warmup_cosine"},
     "hybrid_fast_la": {**SEED_RECIPE, "color_hist": True, "lr": 5e-4, "scheduler": "warmup_cosine",
                        "imbalance": "logit_adjust"},
+    "cnn": {**SEED_RECIPE, "backbone": "mobilenetv4_conv_small", "lr": 2e-3, "scheduler": "warmup_cosine"},
+    "cnn_hybrid": {**SEED_RECIPE, "backbone": "mobilenetv4_conv_small", "lr": 2e-3, "scheduler": "warmup_cosine",
+                   "color_hist": True},
+    "cnn_hybrid_la": {**SEED_RECIPE, "backbone": "mobilenetv4_conv_small", "lr": 2e-3,
+                      "scheduler": "warmup_cosine", "color_hist": True, "imbalance": "logit_adjust"},
 }  # fmt: skip
 DATA_KEYS = ("color_spaces", "imbalance")
 MODEL_KEYS = ("backbone", "color_spaces", "color_hist")

@@ -104,3 +104,22 @@ def test_train_config_rejects_unknown_choices():
         TrainConfig(imbalance="focal")
     cfg = TrainConfig.from_dict({"epochs": 2, "backbone": "x"})
     assert cfg.epochs == 2 and cfg.extra == {"backbone": "x"}
+
+
+@pytest.mark.parametrize("task,img_size,epochs", [("st1", 112, 8), ("st2", 64, 6)])
+def test_short_cpu_training_learns_every_head_clearly_above_chance(demo_root, tmp_path, task, img_size, epochs):
+    """Thresholds: every head's balanced accuracy (ACSA) at least chance (1 / classes) + 0.15, and its top-1
+    above the majority-class rate of val, so neither a constant nor a random prediction passes."""
+    imbalance = "sampler" if task == "st2" else "none"
+    loaders = create_loaders(demo_root, task, img_size=img_size, batch_size=32, cache=True,
+                             cache_dir=tmp_path / "cache", imbalance=imbalance)  # fmt: skip
+    seed_everything(0)
+    model = create_model(task, "mobilenetv4_conv_small", img_size=img_size)
+    res = fit(model, loaders, tmp_path / "run", dict(epochs=epochs, lr=2e-3, scheduler="warmup_cosine",
+              warmup_epochs=0.5, seed=0, color_baseline=False), progress=False)  # fmt: skip
+    targets = loaders["val"].dataset.targets
+    for j, head in enumerate(get_task(task).heads):
+        got = res.metrics["heads"][head.column]
+        majority = np.bincount(targets[:, j]).max() / len(targets)
+        assert got["acsa"] >= 1 / head.num_classes + 0.15, (head.column, got["acsa"])
+        assert got["top1"] > majority, (head.column, got["top1"], majority)

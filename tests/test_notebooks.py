@@ -23,9 +23,8 @@ NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
 def _tree_hash(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in files}
 
 
 def _project_files() -> set[str]:
