@@ -397,13 +397,11 @@ class _Settings:
 
 def _find_csv_dir(root: Path) -> tuple[Path, list[tuple[str, Path]]]:
     """The folder holding the CSVs (``root`` or ``root/Dataset``) and its ``(split, csv)`` pairs."""
-    for folder in (root, root / "Dataset"):
-        found = [(s, folder / t.csv_name(s)) for t in TASKS.values() for s in SPLITS]
-        found = [(s, p) for s, p in found if p.is_file()]
-        if found:
-            return folder, found
-    names = ", ".join(t.csv_name(s) for t in TASKS.values() for s in SPLITS)
-    raise FileNotFoundError(f"none of {names} in {root} or {root / 'Dataset'}")
+    from fh_utils.data import find_data_dir
+
+    folder = find_data_dir(root)  # the data layer's one rule for where the CSVs live
+    found = [(s, folder / t.csv_name(s)) for t in TASKS.values() for s in SPLITS]
+    return folder, [(s, p) for s, p in found if p.is_file()]
 
 
 def _list_jobs(data_root: str | Path) -> list[_Job]:
