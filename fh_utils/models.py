@@ -17,6 +17,7 @@ import timm
 import torch
 from torch import nn
 
+from fh_utils import colornet  # noqa: F401  (registers fh_colornet with timm)
 from fh_utils.colorspaces import check_spaces, color_space_stats
 from fh_utils.tasks import Task, get_task
 

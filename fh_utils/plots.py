@@ -358,6 +358,32 @@ def prediction_grid(
     return fig
 
 
+def attention_grid(images: Sequence[np.ndarray], maps: np.ndarray, title: str = "Where fh_colornet looks") -> Figure:
+    """One row per image: the crop, then each attention map over it (bright: pixels whose colour counts).
+
+    Args:
+        images: RGB crops at the model's input size.
+        maps: Attention weights ``(n, maps, H, W)`` (:func:`fh_utils.workflow.attention_samples`).
+        title: Figure title.
+    """
+    n, m = maps.shape[:2]
+    fig = _figure(1.6 * (m + 1), 1.6 * n)
+    axes = np.asarray(fig.subplots(n, m + 1, squeeze=False))
+    for row, (img, img_maps) in enumerate(zip(images, maps)):
+        _image_axis(axes[row, 0])
+        axes[row, 0].imshow(img)
+        for k, weights in enumerate(img_maps):
+            ax = axes[row, k + 1]
+            _image_axis(ax)
+            ax.imshow(img)
+            ax.imshow(weights / max(float(weights.max()), 1e-12), cmap="magma", alpha=0.65, vmin=0, vmax=1)
+            if row == 0:
+                ax.set_title(f"map {k + 1}", fontsize=8)
+    axes[0, 0].set_title("crop", fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
 def before_after_grid(pairs: Sequence[tuple[np.ndarray, np.ndarray]], ncols: int = 4) -> Figure:
     """Original and background-removed image side by side, ``ncols`` pairs per row."""
     nrows = max(1, int(np.ceil(len(pairs) / ncols)))

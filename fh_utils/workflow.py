@@ -274,6 +274,36 @@ def prediction_samples(
     return images, names, preds, task.label_columns
 
 
+def attention_samples(
+    model: torch.nn.Module, dataset: FashionHowDataset, n: int = 6, seed: int = 0
+) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """Evaluation crops and the attention maps of a backbone that has them (``fh_colornet``), else ``None``.
+
+    Returns:
+        RGB crops at the model's input size, and their maps ``(n, maps, H, W)`` for
+        :func:`fh_utils.plots.attention_grid`.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not hasattr(backbone, "attention_maps"):
+        return None
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(dataset), size=min(n, len(dataset)), replace=False))
+    x = torch.stack([dataset[int(i)][0] for i in idx])
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        maps = backbone.attention_maps(model.normalize(x.to(device))).float().cpu().numpy()
+    spaces = list(model.data_config.get("color_spaces", ["rgb"]))
+    if "rgb" in spaces:
+        first = 3 * spaces.index("rgb")
+        images = [img[first : first + 3].permute(1, 2, 0).numpy() for img in x]
+    else:
+        import cv2
+
+        size = x.shape[-2:][::-1]
+        images = [cv2.resize(dataset.source.get(int(i), dataset.crop_prob > 0), size) for i in idx]
+    return images, maps
+
+
 def score_report(run_dir: str | Path, result: dict | None = None) -> str:
     """The closing lines of a training notebook: best validation score, and the colour baseline's (ST2)."""
     m = read_json(Path(run_dir) / METRICS_FILE)
