@@ -12,9 +12,9 @@ import time
 import torch
 
 from benchmarks.common import report
-from fh_utils.engine import MultiHeadLoss, TrainConfig, _create_optimizer, resolve_device, seed_everything
-from fh_utils.models import create_model
+from fh_utils.models.factory import create_model
 from fh_utils.tasks import get_task
+from fh_utils.training.engine import MultiHeadLoss, TrainConfig, _create_optimizer, resolve_device, seed_everything
 
 
 def step_rate(mode: str, args: argparse.Namespace, device: torch.device) -> float:

@@ -14,10 +14,10 @@ import cv2
 import torch
 
 from benchmarks.common import demo_root, report
-from fh_utils.augment import create_transforms
-from fh_utils.cache import build_cache
-from fh_utils.data import read_split
-from fh_utils.datasets import build_source
+from fh_utils.data.augment import create_transforms
+from fh_utils.data.cache import build_cache
+from fh_utils.data.datasets import build_source
+from fh_utils.data.reader import read_split
 
 
 def _rate(source, transform, n: int, epochs: int) -> float:
@@ -39,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(1)
     root = demo_root("large", scale=0.1, size_range=(1500, 2500))
     df = read_split(root, "st1", "train").head(args.images)
-    transform = create_transforms("st1", args.img_size, train=True, augment="seed")
+    transform = create_transforms("st1", args.img_size, train=True, augment="myungbin")
     seed_way = build_source(df, args.img_size, reduced_decode=False)
     reduced = build_source(df, args.img_size, reduced_decode=True)
     with tempfile.TemporaryDirectory() as tmp:

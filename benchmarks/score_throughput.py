@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.common import demo_root, report
-from fh_utils.datasets import create_dataset
-from fh_utils.engine import predict, set_threads
-from fh_utils.models import create_model
+from fh_utils.data.datasets import create_dataset
+from fh_utils.models.factory import create_model
+from fh_utils.training.engine import predict, set_threads
 
 
 @torch.inference_mode()

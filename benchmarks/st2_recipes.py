@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import ROOT, report
-from fh_utils.baseline import baseline_for_loaders
-from fh_utils.datasets import create_loaders
-from fh_utils.engine import evaluate, fit, seed_everything, set_threads
-from fh_utils.metrics import acsa
-from fh_utils.models import create_model, load_model
+from fh_utils.data.datasets import create_loaders
+from fh_utils.models.factory import create_model, load_model
+from fh_utils.training.baseline import baseline_for_loaders
+from fh_utils.training.engine import evaluate, fit, seed_everything, set_threads
+from fh_utils.training.metrics import acsa
 
 SEED_RECIPE = dict(backbone="eva02_tiny_patch14_224.mim_in22k", imbalance="sampler", label_smoothing=0.1,
                    optimizer="adamw", lr=1e-4, scheduler="cosine_restarts")  # fmt: skip
@@ -36,7 +36,7 @@ RECIPES = {
                    "color_hist": True},
     "cnn_hybrid_la": {**SEED_RECIPE, "backbone": "mobilenetv4_conv_small", "lr": 2e-3,
                       "scheduler": "warmup_cosine", "color_hist": True, "imbalance": "logit_adjust"},
-    # fh_colornet (fh_utils.colornet): per-pixel colour embeddings pooled under learned attention maps.
+    # fh_colornet (fh_utils.models.colornet): per-pixel colour embeddings pooled under learned attention maps.
     "colornet": {**SEED_RECIPE, "backbone": "fh_colornet", "lr": 2e-3, "scheduler": "warmup_cosine"},
     "colornet_vcl": {**SEED_RECIPE, "backbone": "fh_colornet", "lr": 2e-3, "scheduler": "warmup_cosine",
                      "color_spaces": ("rgb", "hsv", "lab", "hls", "yuv")},

@@ -13,10 +13,10 @@ import time
 import torch
 
 from benchmarks.common import demo_root, report
-from fh_utils.cache import build_cache
-from fh_utils.datasets import create_loaders
-from fh_utils.engine import MultiHeadLoss, TrainConfig, _create_optimizer, fit, seed_everything, set_threads
-from fh_utils.models import create_model
+from fh_utils.data.cache import build_cache
+from fh_utils.data.datasets import create_loaders
+from fh_utils.models.factory import create_model
+from fh_utils.training.engine import MultiHeadLoss, TrainConfig, _create_optimizer, fit, seed_everything, set_threads
 
 
 def model_only_rate(model, task, batch_size: int, img_size: int, steps: int) -> float:
@@ -63,7 +63,7 @@ def main() -> None:
         model = create_model(args.task, args.backbone, img_size=args.img_size)
         start = time.perf_counter()
         res = fit(model, loaders, f"{tmp}/run", epochs=args.epochs, lr=1e-4, scheduler="warmup_cosine",
-                  color_baseline=False, progress=False)  # fmt: skip
+                  progress=False)  # fmt: skip
         wall = time.perf_counter() - start
     n_train = res.history["train_img_per_s"].size and len(loaders["train"]) * args.batch_size * args.epochs
     fit_rate = float(res.history["train_img_per_s"].mean())

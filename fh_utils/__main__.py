@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from fh_utils.demo import ensure_demo_dataset, generate_demo_dataset
+    from fh_utils.data.demo import ensure_demo_dataset, generate_demo_dataset
 
     size_range = tuple(args.size_range) if args.size_range else (400, 900)
     if args.overwrite:
@@ -20,7 +20,7 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from fh_utils.data import validate_root
+    from fh_utils.data.reader import validate_root
 
     problems = validate_root(args.root, tasks=tuple(args.tasks))
     if problems:
@@ -33,8 +33,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from fh_utils.cache import build_cache
-    from fh_utils.datasets import create_dataset
+    from fh_utils.data.cache import build_cache
+    from fh_utils.data.datasets import create_dataset
 
     total = 0
     for task in args.tasks:
@@ -50,7 +50,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _nobg(args: argparse.Namespace) -> int:
-    from fh_utils.background import create_nobg_tree
+    from fh_utils.data.background import create_nobg_tree
 
     summary = create_nobg_tree(args.root, out_root=args.out, method=args.method, model_name=args.model,
                                work_size=args.work_size, workers=args.workers)  # fmt: skip
@@ -59,7 +59,7 @@ def _nobg(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fh_utils.notebooks import main_demo
+    from fh_utils.workbook.notebooks import main_demo
 
     return main_demo()
 

@@ -7,17 +7,14 @@ files are written atomically (temporary file, then rename): an interruption leav
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from fh_utils.io import atomic_write, read_json, write_json  # noqa: F401  (re-exported for run code)
 from fh_utils.paths import runs_dir
 
 CONFIG_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "history.csv", "metrics.json"
@@ -56,45 +53,6 @@ def create_run_dir(
     return run_dir
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` and move the result over ``path`` only once it is complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    """Write ``data`` as indented JSON, atomically (paths and numpy scalars converted)."""
-    text = json.dumps(_jsonable(data), indent=2, sort_keys=False)
-    atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
-
-
-def read_json(path: str | Path) -> dict:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
 def write_history(run_dir: str | Path, rows: list[dict]) -> None:
     """Rewrite ``history.csv`` from all epoch rows (kept in the checkpoint, so both always agree)."""
     frame = pd.DataFrame(rows)
@@ -113,17 +71,46 @@ def save_figure(fig: Any, run_dir: str | Path, name: str, dpi: int = 110) -> Pat
     return path
 
 
+def latest_run(task: str | None, need: str, root: str | Path | None = None) -> Path:
+    """The newest run folder (of ``task``, or any) that holds the file ``need`` (e.g. ``last.pt``).
+
+    Raises:
+        FileNotFoundError: No such run, with the folder searched.
+    """
+    root = Path(root) if root is not None else runs_dir()
+    candidates = []
+    for path in root.glob(f"**/{need}"):
+        config = path.parent / CONFIG_FILE
+        run_task = config_task(read_json(config)) if config.exists() else None
+        if task is None or run_task == task:
+            candidates.append(path.parent)
+    if not candidates:
+        what = f"task {task}" if task else "any task"
+        raise FileNotFoundError(f"no run of {what} with {need} under {root}; train one with notebook 03/04")
+    return max(candidates, key=lambda p: (p / need).stat().st_mtime)
+
+
+def config_task(config: dict) -> str | None:
+    """The task name recorded in a run's ``config.json`` (None when it has none)."""
+    task = config.get("task")
+    return task.get("name") if isinstance(task, dict) else task
+
+
 def list_runs(root: str | Path | None = None) -> pd.DataFrame:
-    """One row per run folder that has a ``metrics.json``: name, task, backbone, score, baseline score."""
+    """One row per run folder (sweep trials included) that has a ``metrics.json``.
+
+    Columns: run (path under ``root``), task, backbone, img_size, best epoch, score, baseline_score.
+    """
     root = Path(root) if root is not None else runs_dir()
     rows = []
-    for metrics_path in sorted(root.glob(f"*/{METRICS_FILE}")):
+    for metrics_path in sorted(root.glob(f"**/{METRICS_FILE}")):
         metrics = read_json(metrics_path)
         config_path = metrics_path.parent / CONFIG_FILE
         config = read_json(config_path) if config_path.exists() else {}
+        model = config.get("model", {})
         rows.append(
-            dict(run=metrics_path.parent.name, task=metrics.get("task"), backbone=config.get("backbone"),
-                 img_size=config.get("img_size"), epoch=metrics.get("epoch"), score=metrics.get("score"),
-                 baseline_score=metrics.get("baseline_score"))  # fmt: skip
+            dict(run=str(metrics_path.parent.relative_to(root)), task=metrics.get("task"),
+                 backbone=model.get("backbone"), img_size=model.get("img_size"), epoch=metrics.get("epoch"),
+                 score=metrics.get("score"), baseline_score=metrics.get("baseline_score"))  # fmt: skip
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["run", "task", "backbone", "img_size", "epoch", "score", "baseline_score"])

@@ -31,7 +31,7 @@ def _outputs_in_tmp(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in demo dataset at a small scale (generated once per test session)."""
-    from fh_utils.demo import generate_demo_dataset
+    from fh_utils.data.demo import generate_demo_dataset
 
     root = tmp_path_factory.mktemp("data") / "demo"
     return generate_demo_dataset(root, seed=0, scale=TEST_DEMO_SCALE, progress=False)

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fh_utils import background as bg
-from fh_utils.images import load_image
+from fh_utils.data import background as bg
+from fh_utils.data.images import load_image
 
 ST1_COLUMNS = [
     "image_name",

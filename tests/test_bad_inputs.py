@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from fh_utils.__main__ import main
-from fh_utils.data import DataValidationError, find_data_dir, read_split, validate_root
-from fh_utils.images import ImageLoadError, image_size, load_image
+from fh_utils.data.images import ImageLoadError, image_size, load_image
+from fh_utils.data.reader import DataValidationError, find_data_dir, read_split, validate_root
 
 ST1_COLUMNS = "image_name BBox_xmin BBox_ymin BBox_xmax BBox_ymax Daily Gender Embellishment".split()
 ST1_HEADER = ",".join(ST1_COLUMNS)
@@ -712,7 +712,7 @@ def test_skip_drops_exactly_the_bad_rows_and_logs_them(tmp_path, caplog):
     root = make_root(tmp_path)
     path = csv_file(root)
     path.write_text(csv_text(MANY), encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="fh_utils.data"):
+    with caplog.at_level(logging.WARNING, logger="fh_utils.data.reader"):
         df = read_split(root, "st1", "train", on_error="skip")
     assert df["line"].tolist() == [2]
     assert df["image_name"].tolist() == ["1209/a.jpg"]
@@ -720,7 +720,7 @@ def test_skip_drops_exactly_the_bad_rows_and_logs_them(tmp_path, caplog):
     skipped = df.attrs["skipped"]
     assert len(skipped) == 7
     assert skipped[0] == f"{path}:3: Daily=6 out of range 0..5 (6 classes)"
-    [record] = [r for r in caplog.records if r.name == "fh_utils.data"]
+    [record] = [r for r in caplog.records if r.name == "fh_utils.data.reader"]
     assert record.levelno == logging.WARNING
     assert record.getMessage() == f"skipped 7 bad row(s) of {path}:\n" + "\n".join(skipped)
 

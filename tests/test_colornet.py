@@ -3,10 +3,10 @@ import pytest
 import timm
 import torch
 
-from fh_utils.colornet import ColorNet
-from fh_utils.datasets import create_loaders
-from fh_utils.engine import fit
-from fh_utils.models import create_model, load_model, state_dict_size_mb
+from fh_utils.data.datasets import create_loaders
+from fh_utils.models.colornet import ColorNet
+from fh_utils.models.factory import create_model, load_model, state_dict_size_mb
+from fh_utils.training.engine import fit
 
 SPACES = ("rgb", "hsv", "lab", "hls", "yuv")
 
@@ -51,10 +51,10 @@ def test_uniform_attention_pools_the_mean_pixel_embedding():
 
 
 def test_trains_and_reloads_from_a_run_folder(demo_root, tmp_path):
-    tiny_loaders = create_loaders(demo_root, "st2", img_size=32, batch_size=16, imbalance="sampler", limit=64)
+    tiny_loaders = create_loaders(demo_root, "st2", img_size=32, batch_size=16, sampler="balanced", limit=64)
     model = create_model("st2", "fh_colornet", img_size=32)
-    fit(model, tiny_loaders, tmp_path / "run", dict(epochs=1, lr=2e-3, scheduler="warmup_cosine",
-        color_baseline=False), progress=False)  # fmt: skip
+    fit(model, tiny_loaders, tmp_path / "run", dict(epochs=1, lr=2e-3, scheduler="warmup_cosine"),
+        progress=False)  # fmt: skip
     reloaded = load_model(tmp_path / "run")
     assert reloaded.model_config["backbone"] == "fh_colornet"
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
@@ -64,14 +64,14 @@ def test_trains_and_reloads_from_a_run_folder(demo_root, tmp_path):
 
 @pytest.mark.parametrize("spaces", [("rgb",), ("hsv", "lab")])
 def test_attention_figure_of_a_colornet_and_none_for_other_backbones(demo_root, spaces):
-    from fh_utils import plots, workflow
+    from fh_utils.workbook import evaluation, plots
 
     val = create_loaders(demo_root, "st2", img_size=32, batch_size=8, color_spaces=spaces, limit=16)["val"].dataset
     model = create_model("st2", "fh_colornet", img_size=32, color_spaces=spaces).eval()
-    images, maps = workflow.attention_samples(model, val, n=3)
+    images, maps = evaluation.attention_samples(model, val, n=3)
     assert len(images) == 3 and images[0].shape == (32, 32, 3) and images[0].dtype == np.uint8
     assert maps.shape == (3, 4, 32, 32)
     fig = plots.attention_grid(images, maps)
     assert len(fig.axes) == 3 * 5
     other = create_model("st2", "mobilenetv4_conv_small", img_size=32, color_spaces=spaces).eval()
-    assert workflow.attention_samples(other, val) is None
+    assert evaluation.attention_samples(other, val) is None

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from fh_utils.cache import CachedSource, CacheParams, CropSpec, FileSource, build_cache
-from fh_utils.data import read_split
-from fh_utils.datasets import create_balanced_sampler, create_dataset, create_loaders, seed_epoch
-from fh_utils.models import create_model
+from fh_utils.data.cache import CachedSource, CacheParams, CropSpec, FileSource, build_cache
+from fh_utils.data.datasets import create_balanced_sampler, create_dataset, create_loaders, seed_epoch
+from fh_utils.data.reader import read_split
+from fh_utils.models.factory import create_model
 from fh_utils.tasks import get_task
 
 
@@ -90,7 +90,7 @@ def test_balanced_sampler_draws_classes_near_uniformly():
 
 
 def test_loaders_replay_an_epoch_exactly_after_seeding(demo_root):
-    loaders = create_loaders(demo_root, "st2", img_size=32, batch_size=16, imbalance="sampler")
+    loaders = create_loaders(demo_root, "st2", img_size=32, batch_size=16, sampler="balanced")
     train = loaders["train"]
 
     def first_batch(epoch):
@@ -104,8 +104,10 @@ def test_loaders_replay_an_epoch_exactly_after_seeding(demo_root):
 
 
 def test_bad_parameters_are_refused(demo_root):
-    with pytest.raises(ValueError, match="imbalance must be one of"):
-        create_loaders(demo_root, "st1", imbalance="focal")
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        create_loaders(demo_root, "st1", sampler="focal")
+    with pytest.raises(TypeError, match="unknown setting"):
+        create_loaders(demo_root, "st1", imbalance="sampler")
     with pytest.raises(ValueError, match="augment must be one of"):
         create_dataset(demo_root, "st1", "train", augment="heavy")
     with pytest.raises(FileNotFoundError, match="02_remove_background"):

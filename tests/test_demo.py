@@ -17,15 +17,15 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fh_utils import demo
-from fh_utils.demo import (
+from fh_utils.data import demo
+from fh_utils.data.demo import (
     DEMO_MANIFEST,
     demo_palette,
     ensure_demo_dataset,
     generate_demo_dataset,
     render_image,
 )
-from fh_utils.images import crop_box, image_size, load_image
+from fh_utils.data.images import crop_box, image_size, load_image
 from fh_utils.tasks import COLOR, REAL_TRAIN_COUNTS, ST1, ST2
 
 FOLDERS = {

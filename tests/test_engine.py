@@ -5,20 +5,21 @@ import pandas as pd
 import pytest
 import torch
 
-from fh_utils.datasets import create_dataset, create_loaders
-from fh_utils.engine import TrainConfig, evaluate, fit, logit_adjusted_loss, predict, seed_everything
-from fh_utils.models import create_model, load_model
+from fh_utils.data.datasets import create_dataset, create_loaders
+from fh_utils.models.factory import create_model, load_model
 from fh_utils.runs import read_json
 from fh_utils.tasks import get_task
+from fh_utils.training.config import TrainConfig
+from fh_utils.training.engine import class_priors, evaluate, fit, logit_adjusted_loss, predict, seed_everything
 
 TIMING = ["seconds", "train_img_per_s"]
 
 
-def _tiny_fit(root, run_dir, task="st2", epochs=2, resume=False, **kw):
-    loaders = create_loaders(root, task, img_size=32, batch_size=16, imbalance=kw.pop("imbalance", "none"))
+def _tiny_fit(root, run_dir, task="st2", epochs=2, resume=False, sampler="shuffle", **kw):
+    loaders = create_loaders(root, task, img_size=32, batch_size=16, sampler=sampler)
     seed_everything(7)
     model = create_model(task, "mobilenetv4_conv_small", img_size=32)
-    cfg = dict(epochs=epochs, lr=2e-3, scheduler="warmup_cosine", warmup_epochs=0.5, seed=7, color_baseline=False)
+    cfg = dict(epochs=epochs, lr=2e-3, scheduler="warmup_cosine", warmup_epochs=0.5, seed=7)
     return fit(model, loaders, run_dir, {**cfg, **kw}, resume=resume, progress=False)
 
 
@@ -35,7 +36,7 @@ def test_logit_adjusted_loss_matches_a_hand_computation():
 
 
 def test_run_folder_holds_everything_and_checkpoints_load_weights_only(demo_root, tmp_path):
-    res = _tiny_fit(demo_root, tmp_path / "run", epochs=2, ema=True, color_baseline=True)
+    res = _tiny_fit(demo_root, tmp_path / "run", epochs=2, ema=True)
     run = tmp_path / "run"
     for name in ["config.json", "history.csv", "metrics.json", "best.pt", "last.pt", "train.log"]:
         assert (run / name).exists(), name
@@ -45,21 +46,20 @@ def test_run_folder_holds_everything_and_checkpoints_load_weights_only(demo_root
     assert {"epoch", "lr", "train_loss", "val_Color_top1", "val_Color_acsa", "val_score", "seconds"} <= set(history)
     metrics = read_json(run / "metrics.json")
     assert metrics["score"] == pytest.approx(history["val_score"].max())
-    assert 0 <= metrics["baseline_score"] <= 1 and len(metrics["baseline_per_class"]) == 18
     assert set(metrics["heads"]["Color"]["per_class"]) == set(get_task("st2").head("Color").class_names)
     config = read_json(run / "config.json")
-    assert config["ema"] is True and config["imbalance"] == "none" and config["task"] == "st2"
+    assert config["train"]["ema"] is True and config["train"]["loss"] == "ce" and config["task"]["name"] == "st2"
     last = torch.load(run / "last.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "scaler", "ema", "epoch", "rng", "history"} <= set(last)
+    assert {"model", "optimizer", "scheduler", "scaler", "ema", "epoch", "history"} <= set(last)
     assert last["epoch"] == 1 and res.metrics["epoch"] in (1, 2)
     model = load_model(run)
     assert isinstance(model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))["Color"], torch.Tensor)
 
 
 def test_resume_after_an_interruption_replays_the_same_history(demo_root, tmp_path, monkeypatch):
-    full = _tiny_fit(demo_root, tmp_path / "full", epochs=3, imbalance="sampler").history
+    full = _tiny_fit(demo_root, tmp_path / "full", epochs=3, sampler="balanced").history
 
-    from fh_utils import datasets
+    from fh_utils.data import datasets
 
     original = datasets.FashionHowDataset.__getitem__
     calls = {"n": 0}
@@ -74,10 +74,10 @@ def test_resume_after_an_interruption_replays_the_same_history(demo_root, tmp_pa
 
     monkeypatch.setattr(datasets.FashionHowDataset, "__getitem__", crash_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
-        _tiny_fit(demo_root, tmp_path / "cut", epochs=3, imbalance="sampler")
+        _tiny_fit(demo_root, tmp_path / "cut", epochs=3, sampler="balanced")
     monkeypatch.setattr(datasets.FashionHowDataset, "__getitem__", original)
     assert len(pd.read_csv(tmp_path / "cut" / "history.csv")) == 2
-    resumed = _tiny_fit(demo_root, tmp_path / "cut", epochs=3, imbalance="sampler", resume=True).history
+    resumed = _tiny_fit(demo_root, tmp_path / "cut", epochs=3, sampler="balanced", resume=True).history
     pd.testing.assert_frame_equal(full.drop(columns=TIMING), resumed.drop(columns=TIMING), check_exact=True)
 
 
@@ -100,10 +100,10 @@ def test_predict_returns_the_official_format_in_csv_order(demo_root, tmp_path):
 def test_train_config_rejects_unknown_choices():
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="sgd")
-    with pytest.raises(ValueError, match="imbalance"):
-        TrainConfig(imbalance="focal")
-    cfg = TrainConfig.from_dict({"epochs": 2, "backbone": "x"})
-    assert cfg.epochs == 2 and cfg.extra == {"backbone": "x"}
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="focal")
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['backbone'\].*known: epochs, lr"):
+        TrainConfig.from_dict({"epochs": 2, "backbone": "x"})
 
 
 @pytest.mark.parametrize("task,img_size,epochs", [("st1", 112, 20), ("st2", 64, 6)])
@@ -111,13 +111,14 @@ def test_short_cpu_training_learns_every_head_clearly_above_chance(demo_root, tm
     """Threshold: every head's balanced accuracy (ACSA) at least chance (1 / classes) + 0.10. A constant or
     random prediction scores exactly chance on it, however imbalanced the head. ST1 trains with logit
     adjustment (which optimises exactly that), ST2 with the class-balanced sampler."""
-    imbalance = "sampler" if task == "st2" else "logit_adjust"
+    sampler, loss = ("balanced", "ce") if task == "st2" else ("shuffle", "logit_adjust")
     loaders = create_loaders(demo_root, task, img_size=img_size, batch_size=32, cache=True,
-                             cache_dir=tmp_path / "cache", imbalance=imbalance)  # fmt: skip
+                             cache_dir=str(tmp_path / "cache"), sampler=sampler)  # fmt: skip
     seed_everything(0)
     model = create_model(task, "mobilenetv4_conv_small", img_size=img_size)
+    priors = class_priors(loaders["train"].dataset.targets, get_task(task))
     res = fit(model, loaders, tmp_path / "run", dict(epochs=epochs, lr=2e-3, scheduler="warmup_cosine",
-              warmup_epochs=0.5, seed=0, color_baseline=False, imbalance=imbalance), progress=False)  # fmt: skip
+              warmup_epochs=0.5, seed=0, loss=loss), class_priors=priors, progress=False)  # fmt: skip
     targets = loaders["val"].dataset.targets
     for j, head in enumerate(get_task(task).heads):
         got = res.metrics["heads"][head.column]

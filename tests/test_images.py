@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fh_utils.images import crop_box, image_size, load_image
+from fh_utils.data.images import crop_box, image_size, load_image
 
 
 def _gradient(h: int, w: int) -> np.ndarray:
@@ -132,7 +132,7 @@ def test_jpeg_with_data_after_its_end_marker_loads_but_a_cut_one_does_not(tmp_pa
     import numpy as np
     import pytest
 
-    from fh_utils.images import ImageLoadError, image_size, load_image
+    from fh_utils.data.images import ImageLoadError, image_size, load_image
 
     ok, buf = cv2.imencode(".jpg", np.full((40, 30, 3), 90, np.uint8))
     trailer = tmp_path / "trailer.jpg"

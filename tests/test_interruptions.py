@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fh_utils.background import MANIFEST_NAME, TMP_SUFFIX, create_nobg_tree
-from fh_utils.images import load_image
+from fh_utils.data.background import MANIFEST_NAME, TMP_SUFFIX, create_nobg_tree
+from fh_utils.data.images import load_image
 
 REPO = Path(__file__).resolve().parent.parent
 BOX_COLUMNS = ["BBox_xmin", "BBox_ymin", "BBox_xmax", "BBox_ymax"]
@@ -98,7 +98,7 @@ def test_background_removal_killed_then_resumed(tmp_path):
     root = _make_data_root(tmp_path, n)
     out = tmp_path / "nobg"
     code = (
-        "from fh_utils.background import create_nobg_tree; "
+        "from fh_utils.data.background import create_nobg_tree; "
         f"create_nobg_tree({str(root)!r}, {str(out)!r}, method='grabcut', workers=1, progress=False)"
     )
     proc = _start_python(code)
@@ -123,11 +123,11 @@ def test_background_removal_killed_then_resumed(tmp_path):
 
 _FIT_SCRIPT = """
 import sys
-from fh_utils.datasets import create_loaders
-from fh_utils.engine import fit, seed_everything
-from fh_utils.models import create_model
+from fh_utils.data.datasets import create_loaders
+from fh_utils.training.engine import fit, seed_everything
+from fh_utils.models.factory import create_model
 root, run_dir, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-loaders = create_loaders(root, "st1", img_size=32, batch_size=16, imbalance="none", limit=160, cache=True,
+loaders = create_loaders(root, "st1", img_size=32, batch_size=16, limit=160, cache=True,
                          cache_dir=run_dir + "_cache")
 seed_everything(5)
 model = create_model("st1", "mobilenetv4_conv_small", img_size=32)
@@ -188,7 +188,7 @@ def test_a_failing_notebook_run_keeps_the_executed_notebook_with_the_error(tmp_p
     import papermill as pm
     import pytest
 
-    from fh_utils.notebooks import run_notebook
+    from fh_utils.workbook.notebooks import run_notebook
 
     nb = _sleepy_notebook(tmp_path / "fails.ipynb", fail=True)
     out = tmp_path / "runs" / "r1" / "fails.ipynb"
@@ -203,7 +203,8 @@ def test_a_killed_notebook_run_keeps_the_executed_notebook(tmp_path):
     nb = _sleepy_notebook(tmp_path / "sleepy.ipynb", fail=False)
     out = tmp_path / "runs" / "r2" / "sleepy.ipynb"
     proc = _start_python(
-        f"from fh_utils.notebooks import run_notebook; run_notebook({str(nb)!r}, {str(out)!r}, {{'seconds': 60}})"
+        "from fh_utils.workbook.notebooks import run_notebook; "
+        f"run_notebook({str(nb)!r}, {str(out)!r}, {{'seconds': 60}})"
     )
     _kill_when(proc, lambda: out.exists() and "first cell done" in out.read_text(), timeout=120)
     assert "first cell done" in out.read_text()
@@ -217,7 +218,7 @@ def test_demo_run_twice_reuses_the_demo_data(tmp_path):
 
     import yaml
 
-    from fh_utils.notebooks import run_demo
+    from fh_utils.workbook.notebooks import run_demo
 
     spec = tmp_path / "demo.yaml"
     spec.write_text(yaml.safe_dump({"data_root": str(tmp_path / "demo"), "demo_data": {"seed": 0, "scale": 0.05},

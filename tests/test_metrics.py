@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fh_utils.metrics import acsa, per_class_accuracy, task_metrics
 from fh_utils.tasks import ST1, ST2
+from fh_utils.training.metrics import acsa, per_class_accuracy, task_metrics
 
 
 def test_acsa_is_the_mean_of_per_class_accuracies():

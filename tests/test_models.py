@@ -4,7 +4,7 @@ import pytest
 import timm
 import torch
 
-from fh_utils.models import (
+from fh_utils.models.factory import (
     PretrainedUnavailableError,
     RulesError,
     create_model,
@@ -39,7 +39,7 @@ def test_any_backbone_gives_one_head_per_label(backbone, size, task):
 def test_multi_colour_space_input_and_histogram_features():
     spaces = ("rgb", "hsv", "lab", "hls", "yuv")
     model = create_model("st2", "mobilenetv4_conv_small", img_size=64, color_spaces=spaces, color_hist=True)
-    assert model.model_config["in_chans"] == 15 and model.data_config["color_spaces"] == list(spaces)
+    assert model.model_config["in_chans"] == 15 and model.input_config["color_spaces"] == list(spaces)
     out = model(torch.randint(0, 256, (2, 15, 64, 64), dtype=torch.uint8))
     assert out["Color"].shape == (2, 18)
 
@@ -91,7 +91,7 @@ def test_pretrained_true_offline_fails_fast_and_says_what_to_do(monkeypatch):
 
 
 def test_pretrained_true_with_unreachable_hub_fails_fast(monkeypatch):
-    import fh_utils.models as models
+    import fh_utils.models.factory as models
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)

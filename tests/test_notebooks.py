@@ -15,8 +15,8 @@ import nbformat
 import pytest
 import yaml
 
-from fh_utils.notebooks import NOTEBOOKS_DIR, UnknownParameterError, check_parameters, run_notebook
 from fh_utils.paths import PROJECT_ROOT
+from fh_utils.workbook.notebooks import NOTEBOOKS_DIR, UnknownParameterError, check_parameters, run_notebook
 
 RUNS = yaml.safe_load((Path(__file__).parent / "notebook_overrides.yaml").read_text())["runs"]
 NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))

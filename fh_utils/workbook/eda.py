@@ -1,6 +1,6 @@
-"""Exploratory data analysis: the numbers behind the EDA figures (no drawing here, see :mod:`fh_utils.plots`).
+"""Exploratory data analysis: the numbers behind the EDA figures (no drawing here, see :mod:`fh_utils.workbook.plots`).
 
-Every function takes DataFrames from :func:`fh_utils.data.read_split` and returns plain DataFrames, so the
+Every function takes DataFrames from :func:`fh_utils.data.reader.read_split` and returns plain DataFrames, so the
 notebook can show them as tables and the tests can check them.
 """
 
@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fh_utils.cache import reduce_factor
-from fh_utils.data import BOX_COLUMNS, class_counts, read_split
-from fh_utils.images import crop_box, load_image
-from fh_utils.metrics import confusion_matrix
+from fh_utils.data.cache import reduce_factor
+from fh_utils.data.images import crop_box, load_image
+from fh_utils.data.reader import BOX_COLUMNS, class_counts, read_split
 from fh_utils.tasks import Task, get_task
 
 
@@ -164,30 +163,3 @@ def class_mean_colors(box_colors: pd.DataFrame, task: Task, column: str = "Color
     for c in "rgb":
         out[c] = out["class_id"].map(mean[c]) if len(mean) else np.nan
     return out
-
-
-def most_confused_pairs(cm: np.ndarray, class_names: tuple[str, ...] | list[str], top: int = 10) -> pd.DataFrame:
-    """The largest off-diagonal cells of a confusion matrix (rows = true classes).
-
-    Returns:
-        Up to ``top`` rows, largest first: ``true``, ``predicted``, ``count``, ``share`` (of the true class's
-        rows), ``label`` (``"true → predicted"``). Pairs with count 0 are left out.
-    """
-    cm = np.asarray(cm)
-    support = cm.sum(axis=1)
-    rows = [dict(true=class_names[i], predicted=class_names[j], count=int(cm[i, j]),
-                 share=float(cm[i, j] / support[i]), label=f"{class_names[i]} → {class_names[j]}")
-            for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=["true", "predicted", "count", "share", "label"])
-    return frame.sort_values(["count", "share"], ascending=False, kind="stable").head(top).reset_index(drop=True)
-
-
-def confused_pairs_by_head(
-    y_true: np.ndarray, y_pred: np.ndarray, task: Task, top: int = 10
-) -> dict[str, pd.DataFrame]:
-    """:func:`most_confused_pairs` of every head for ``(N, n_heads)`` label and prediction arrays."""
-    y_true, y_pred = np.asarray(y_true).reshape(len(y_true), -1), np.asarray(y_pred).reshape(len(y_pred), -1)
-    return {
-        h.column: most_confused_pairs(confusion_matrix(y_true[:, j], y_pred[:, j], h.num_classes), h.class_names, top)
-        for j, h in enumerate(task.heads)
-    }

@@ -32,7 +32,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fh_utils.images import crop_box, load_image
+from fh_utils.data.images import crop_box, load_image
+from fh_utils.io import TMP_SUFFIX, write_bytes
 from fh_utils.paths import derived_dir
 from fh_utils.tasks import TASKS
 
@@ -43,7 +44,6 @@ METHODS = ("auto", "grabcut", "rembg")
 SPLITS = ("train", "val")
 BOX_COLUMNS = ["BBox_xmin", "BBox_ymin", "BBox_xmax", "BBox_ymax"]
 MANIFEST_NAME = "nobg_manifest.json"
-TMP_SUFFIX = ".tmp"
 JPEG_QUALITY = 95
 REMBG_RELEASES = "https://github.com/danielgatis/rembg/releases"
 
@@ -397,7 +397,7 @@ class _Settings:
 
 def _find_csv_dir(root: Path) -> tuple[Path, list[tuple[str, Path]]]:
     """The folder holding the CSVs (``root`` or ``root/Dataset``) and its ``(split, csv)`` pairs."""
-    from fh_utils.data import find_data_dir
+    from fh_utils.data.reader import find_data_dir
 
     folder = find_data_dir(root)  # the data layer's one rule for where the CSVs live
     found = [(s, folder / t.csv_name(s)) for t in TASKS.values() for s in SPLITS]
@@ -441,21 +441,6 @@ def _encode(path: Path, rgb: np.ndarray, jpeg_quality: int) -> bytes:
     return buf.tobytes()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temp file in the same folder and rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())  # the rename must not reach the disk before the data
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _process_job(job: _Job, out_root: Path, settings: _Settings) -> str | None:
     """Make one output image; returns None, or the error text (a bad image must not stop the run)."""
     try:
@@ -465,7 +450,7 @@ def _process_job(job: _Job, out_root: Path, settings: _Settings) -> str | None:
         else:
             mask = grabcut_mask(img, job.boxes, work_size=settings.work_size, **(settings.grabcut or {}))
         dst = out_root / job.rel
-        _write_atomic(dst, _encode(dst, blend_fill(img, mask, settings.fill), settings.jpeg_quality))
+        write_bytes(dst, _encode(dst, blend_fill(img, mask, settings.fill), settings.jpeg_quality))
     except Exception as err:  # reported per file by the caller
         return f"{type(err).__name__}: {err}"
     return None
@@ -553,7 +538,7 @@ def _check_manifest(manifest: Path, view: dict) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    _write_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _remove_tmp_files(out_root: Path) -> int:

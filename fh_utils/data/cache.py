@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from fh_utils.images import DEFAULT_BACKGROUND, crop_box, load_image
+from fh_utils.data.images import DEFAULT_BACKGROUND, crop_box, load_image
 
 CACHE_VERSION = 1
 HEADROOM = 1.15
@@ -114,7 +114,7 @@ def _entry_key(spec: CropSpec, crop: bool, params: CacheParams) -> str:
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    from fh_utils.runs import atomic_write
+    from fh_utils.io import atomic_write
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a path

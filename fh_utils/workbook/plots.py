@@ -14,12 +14,12 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from fh_utils.cache import reduce_factor
-from fh_utils.data import BOX_COLUMNS
-from fh_utils.eda import imbalance_ratio
-from fh_utils.images import load_image
-from fh_utils.metrics import confusion_matrix
+from fh_utils.data.cache import reduce_factor
+from fh_utils.data.images import load_image
+from fh_utils.data.reader import BOX_COLUMNS
 from fh_utils.tasks import Head, Task
+from fh_utils.training.metrics import confusion_matrix
+from fh_utils.workbook.eda import imbalance_ratio
 
 SPLIT_COLORS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
 OK, BAD = "#1a7f37", "#cf222e"
@@ -41,7 +41,7 @@ def class_counts(counts: pd.DataFrame, task: Task) -> Figure:
     """Grouped bars of rows per class, train vs val, one panel per head; imbalance ratio in each title.
 
     Args:
-        counts: :func:`fh_utils.eda.count_table` of the task.
+        counts: :func:`fh_utils.workbook.eda.count_table` of the task.
         task: The task (its heads, in order).
     """
     splits = list(dict.fromkeys(counts["split"]))
@@ -69,7 +69,7 @@ def class_counts(counts: pd.DataFrame, task: Task) -> Figure:
 
 
 def cooccurrence_heatmaps(tables: dict[tuple[str, str], pd.DataFrame], title: str = "ST1 train") -> Figure:
-    """One annotated count heatmap per pair of heads (from :func:`fh_utils.eda.cooccurrence_tables`)."""
+    """One annotated count heatmap per pair of heads (from :func:`fh_utils.workbook.eda.cooccurrence_tables`)."""
     fig = _figure(5.2 * len(tables), 4.6)
     axes = np.atleast_1d(fig.subplots(1, len(tables)))
     for ax, ((a, b), table) in zip(axes, tables.items()):
@@ -129,7 +129,7 @@ def class_sample_grid(samples: dict[int, pd.DataFrame], head: Head, n: int, max_
     """Random images of each class (rows) with the labelled box drawn in yellow.
 
     Args:
-        samples: ``{class id: rows}`` from :func:`fh_utils.eda.sample_per_class`.
+        samples: ``{class id: rows}`` from :func:`fh_utils.workbook.eda.sample_per_class`.
         head: The head whose classes make the rows.
         n: Images per row.
         max_side: Images are decoded at reduced size down to about this long side.
@@ -160,8 +160,8 @@ def color_swatches(class_colors: pd.DataFrame, box_colors: pd.DataFrame | None =
     """Mean garment colour of each class (big square) over the colours of its sampled boxes (stripes).
 
     Args:
-        class_colors: :func:`fh_utils.eda.class_mean_colors`.
-        box_colors: :func:`fh_utils.eda.sample_box_colors` (the per-box stripes); optional.
+        class_colors: :func:`fh_utils.workbook.eda.class_mean_colors`.
+        box_colors: :func:`fh_utils.workbook.eda.sample_box_colors` (the per-box stripes); optional.
     """
     n = len(class_colors)
     fig = _figure(max(8.0, 0.75 * n), 3.2)
@@ -363,7 +363,7 @@ def attention_grid(images: Sequence[np.ndarray], maps: np.ndarray, title: str = 
 
     Args:
         images: RGB crops at the model's input size.
-        maps: Attention weights ``(n, maps, H, W)`` (:func:`fh_utils.workflow.attention_samples`).
+        maps: Attention weights ``(n, maps, H, W)`` (:func:`fh_utils.workbook.workflow.attention_samples`).
         title: Figure title.
     """
     n, m = maps.shape[:2]

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import torch
 
-from fh_utils.colorspaces import check_spaces, to_color_spaces
+from fh_utils.data.colorspaces import check_spaces, to_color_spaces
 from fh_utils.tasks import Task, get_task
 
-AUGMENTS = ("seed", "none")
+AUGMENTS = ("myungbin", "none")
 
 
-def _seed_pipeline(task: Task, img_size: int) -> list[A.BasicTransform]:
+def _myungbin_pipeline(task: Task, img_size: int) -> list[A.BasicTransform]:
     """The seed's pipeline (Myungbin, 2nd place): geometric only for colour, plus photometric for ST1."""
     geometric = [
         A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA),
@@ -38,7 +38,7 @@ class Transform:
 
     Args:
         augs: Albumentations transforms (uint8 in, uint8 out).
-        color_spaces: Colour spaces to stack after augmentation (see :mod:`fh_utils.colorspaces`).
+        color_spaces: Colour spaces to stack after augmentation (see :mod:`fh_utils.data.colorspaces`).
         seed: Seed of the augmentation RNG.
     """
 
@@ -61,7 +61,7 @@ def create_transforms(
     task: str | Task,
     img_size: int,
     train: bool,
-    augment: str = "seed",
+    augment: str = "myungbin",
     color_spaces: tuple[str, ...] = ("rgb",),
     seed: int = 0,
 ) -> Transform:
@@ -71,7 +71,7 @@ def create_transforms(
         task: Task description or name (ST2 gets colour-safe augmentation only).
         img_size: Output side, px (square).
         train: Training split (augmented) or evaluation (resize only).
-        augment: ``"seed"`` (the seed's pipeline) or ``"none"`` (resize only).
+        augment: ``"myungbin"`` (the 2nd-place pipeline of Myungbin, the "seed" recipe) or ``"none"`` (resize only).
         color_spaces: Colour spaces stacked into the channels, e.g. ``("rgb", "hsv", "lab", "hls", "yuv")``.
         seed: Seed of the augmentation RNG.
 
@@ -81,8 +81,8 @@ def create_transforms(
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     task = get_task(task)
-    if train and augment == "seed":
-        augs = _seed_pipeline(task, img_size)
+    if train and augment == "myungbin":
+        augs = _myungbin_pipeline(task, img_size)
     else:
         augs = [A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA)]
     return Transform(augs, color_spaces=color_spaces, seed=seed)

@@ -1,6 +1,6 @@
 """Model factory: a timm backbone without its classifier, plus one linear head per label of the task.
 
-The model carries its own preprocessing (``model.data_config``: input size, colour spaces, mean, std) and
+The model carries its own preprocessing (``model.input_config``: input size, colour spaces, mean, std) and
 normalises uint8 input itself, and its constructor arguments (``model.model_config``) are stored in every
 checkpoint so :func:`load_model` rebuilds it without any other file.
 """
@@ -17,8 +17,8 @@ import timm
 import torch
 from torch import nn
 
-from fh_utils import colornet  # noqa: F401  (registers fh_colornet with timm)
-from fh_utils.colorspaces import check_spaces, color_space_stats
+from fh_utils.data.colorspaces import check_spaces, color_space_stats
+from fh_utils.models import colornet  # noqa: F401  (registers fh_colornet with timm)
 from fh_utils.tasks import Task, get_task
 
 DEFAULT_BACKBONE = "eva02_tiny_patch14_224.mim_in22k"
@@ -66,7 +66,7 @@ class FashionHowNet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.model_config: dict[str, Any] = {}
-        self.data_config: dict[str, Any] = {}
+        self.input_config: dict[str, Any] = {}
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (or 0..255 float) CHW batch -> normalised float batch."""
@@ -152,6 +152,7 @@ def create_model(
     size_budget: bool = True,
     enforce_rules: bool = True,
     data_root: str | Path | None = None,
+    check_size: bool = True,
 ) -> FashionHowNet:
     """Build a model for ``task``.
 
@@ -168,12 +169,15 @@ def create_model(
         size_budget: Refuse a model whose saved state dict exceeds the task's size budget.
         enforce_rules: Refuse what the task's rules forbid (ST2: pretrained weights).
         data_root: Data root whose ``classes.json`` overrides class names and counts.
+        check_size: Run one forward pass at ``img_size`` so a backbone that cannot take that size fails here,
+            with a size that works, instead of inside timm in the first training step.
 
     Returns:
-        A :class:`FashionHowNet` with ``model_config`` and ``data_config`` set.
+        A :class:`FashionHowNet` with ``model_config`` and ``input_config`` set.
 
     Raises:
         RulesError: Pretrained weights for a task that forbids them, or a model over the size budget.
+        ValueError: The backbone cannot run at ``img_size``.
         PretrainedUnavailableError: ``pretrained=True`` with the hub unreachable.
     """
     task = get_task(task, data_root)
@@ -191,7 +195,7 @@ def create_model(
     mean, std = color_space_stats(color_spaces)
     extra = None
     if color_hist:
-        from fh_utils.baseline import ColorHistogram
+        from fh_utils.models.color_features import ColorHistogram
 
         extra = ColorHistogram(rgb_channels=tuple(range(3)) if color_spaces[0] == "rgb" else None)
     model = FashionHowNet(net, task, mean, std, extra_features=extra, drop_rate=drop_rate)
@@ -200,7 +204,9 @@ def create_model(
         color_spaces=list(color_spaces), color_hist=color_hist, drop_rate=drop_rate,
         class_names={h.column: list(h.class_names) for h in task.heads},
     )  # fmt: skip
-    model.data_config = dict(img_size=img_size, color_spaces=list(color_spaces), mean=list(mean), std=list(std))
+    model.input_config = dict(img_size=img_size, color_spaces=list(color_spaces), mean=list(mean), std=list(std))
+    if check_size:
+        _check_runs_at(model, backbone, img_size, in_chans)
     if size_budget:
         size = state_dict_size_mb(model)
         if size > task.rules.size_budget_mb:
@@ -211,7 +217,50 @@ def create_model(
     return model
 
 
-def model_from_config(config: dict[str, Any]) -> FashionHowNet:
+def _forward_ok(model: nn.Module, size: int, in_chans: int) -> Exception | None:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, size, size, dtype=torch.uint8))
+        return None
+    except Exception as err:  # timm raises assertion, runtime and shape errors alike
+        return err
+    finally:
+        model.train(was_training)
+
+
+def _check_runs_at(model: nn.Module, backbone: str, img_size: int, in_chans: int) -> None:
+    err = _forward_ok(model, img_size, in_chans)
+    if err is None:
+        return
+    native = getattr(model.backbone, "pretrained_cfg", {}).get("input_size", (in_chans, 224, 224))[-1]
+    candidates = [native] + [s for s in (224, 256, 192, 160, 128, 112, 96, 64) if s != native]
+    works = next((s for s in candidates if s != img_size and _forward_ok(_rebuild_at(model, s), s, in_chans) is None),
+                 None)  # fmt: skip
+    hint = f"img_size={works} works" if works else "no common size from 64 to 256 px works either"
+    raise ValueError(
+        f"backbone {backbone!r} cannot run at img_size={img_size} px ({type(err).__name__}: {err}); {hint}"
+    ) from err
+
+
+def _rebuild_at(model: nn.Module, size: int) -> nn.Module:
+    cfg = {**model.model_config, "img_size": size}
+    return model_from_config(cfg, check_size=False)
+
+
+def task_of_model(model: nn.Module) -> Task:
+    """The task a model was built for, with the class names stored in its ``model_config``."""
+    from dataclasses import replace
+
+    cfg = model.model_config
+    task = get_task(cfg["task"])
+    names = cfg.get("class_names") or {}
+    heads = tuple(replace(h, class_names=tuple(names.get(h.column, h.class_names))) for h in task.heads)
+    return replace(task, heads=heads)
+
+
+def model_from_config(config: dict[str, Any], check_size: bool = False) -> FashionHowNet:
     """Rebuild an (untrained) model from a checkpoint's ``model_config``; class names come from it too."""
     from dataclasses import replace
 
@@ -220,7 +269,7 @@ def model_from_config(config: dict[str, Any]) -> FashionHowNet:
     names = cfg.pop("class_names", None)
     if names:
         task = replace(task, heads=tuple(replace(h, class_names=tuple(names[h.column])) for h in task.heads))
-    return create_model(task, pretrained=False, size_budget=False, enforce_rules=False, **cfg)
+    return create_model(task, pretrained=False, size_budget=False, enforce_rules=False, check_size=check_size, **cfg)
 
 
 def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu", use_ema: bool = True) -> FashionHowNet:

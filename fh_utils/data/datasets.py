@@ -8,26 +8,26 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from fh_utils.augment import Transform, create_transforms
-from fh_utils.cache import CachedSource, CacheParams, CropSpec, FileSource, cache_size_for
-from fh_utils.data import BOX_COLUMNS, read_split
+from fh_utils.data.augment import Transform, create_transforms
+from fh_utils.data.cache import CachedSource, CacheParams, CropSpec, FileSource, cache_size_for
+from fh_utils.data.config import DataConfig, as_data_config
+from fh_utils.data.reader import BOX_COLUMNS, read_split
 from fh_utils.paths import derived_dir
 from fh_utils.tasks import Task, get_task
-
-IMBALANCE_MODES = ("none", "sampler", "logit_adjust")
 
 
 class FashionHowDataset(Dataset):
     """Rows of a validated split served as ``(uint8 image tensor, label tensor)``.
 
     Args:
-        df: DataFrame from :func:`fh_utils.data.read_split`.
+        df: DataFrame from :func:`fh_utils.data.reader.read_split`.
         task: Task description.
         transform: Maps an RGB uint8 crop to a uint8 CHW tensor.
         source: Gives the crop of a row (:class:`FileSource` or :class:`CachedSource`).
@@ -126,142 +126,89 @@ def build_source(
 
 
 def create_dataset(
-    data_root: str | Path,
+    data: DataConfig | str | Path,
     task: str | Task,
     split: str,
-    img_size: int = 224,
     train: bool | None = None,
-    augment: str = "seed",
-    crop_prob: float = 1.0,
-    crop_margin: float = 0.0,
-    use_nobg: bool = False,
-    nobg_root: str | Path | None = None,
-    color_spaces: tuple[str, ...] = ("rgb",),
-    cache: bool = False,
-    cache_dir: str | Path | None = None,
-    on_error: str = "raise",
-    seed: int = 0,
     df: pd.DataFrame | None = None,
-    limit: int | None = None,
+    **overrides: Any,
 ) -> FashionHowDataset:
     """Read, validate and wrap one split.
 
     Args:
-        data_root: Data root.
+        data: A :class:`~fh_utils.data.config.DataConfig`, or a data root (then ``overrides`` are its fields).
         task: Task or name.
         split: ``"train"``, ``"val"`` or ``"test"``.
-        img_size: Model input side, px.
-        train: Augment and sample crops at random (default: ``split == "train"``).
-        augment: Augmentation pipeline name (see :func:`fh_utils.augment.create_transforms`).
-        crop_prob: Probability of the bbox crop.
-        crop_margin: Margin around the box, as a fraction of its size.
-        use_nobg: Read the background-removed copies (made by notebook 02) instead of the raw images.
-        nobg_root: Where those copies are (default: :func:`fh_utils.paths.derived_dir` ``(root, "nobg")``).
-        color_spaces: Colour spaces stacked into the input channels.
-        cache: Serve crops from the decode-once cache.
-        cache_dir: Cache folder (default: beside the data root, see :func:`fh_utils.paths.derived_dir`).
-        on_error: Passed to :func:`fh_utils.data.read_split`.
-        seed: Augmentation seed.
+        train: Augment and sample crops at random (default: ``split == "train"``). Evaluation crops to the box
+            whenever ``crop_prob > 0``.
         df: An already-read split (skips reading; must come from :func:`read_split`).
-        limit: Keep only the first ``limit`` rows (quick experiments and tests); None keeps all.
+        **overrides: :class:`DataConfig` fields (an unknown name is an error).
     """
-    task = get_task(task, data_root)
+    cfg = as_data_config(data, **overrides)
+    root = cfg.root
+    task = get_task(task, root)
     train = split == "train" if train is None else train
     if df is None:
         images_root = None
-        if use_nobg:
-            images_root = Path(nobg_root) if nobg_root else derived_dir(data_root, "nobg")
+        if cfg.use_nobg:
+            images_root = Path(cfg.nobg_root) if cfg.nobg_root else derived_dir(root, "nobg")
             if not (images_root / split).is_dir():
                 raise FileNotFoundError(
                     f"no background-removed images at {images_root / split}; run notebook "
                     "02_remove_background.ipynb first (or set use_nobg=False)"
                 )
-        df = read_split(data_root, task, split, on_error=on_error, images_root=images_root)
-    if limit:
-        df = df.head(int(limit)).reset_index(drop=True)
-    transform = create_transforms(task, img_size, train=train, augment=augment, color_spaces=color_spaces, seed=seed)
-    if use_nobg and cache_dir is None and cache:
-        cache_dir = derived_dir(data_root, "cache_nobg")
-    source = build_source(df, img_size, crop_margin, cache=cache, cache_dir=cache_dir, data_root=data_root)
+        df = read_split(root, task, split, on_error=cfg.on_error, images_root=images_root)
+    if cfg.limit:
+        df = df.head(cfg.limit).reset_index(drop=True)
+    augment = cfg.augment if train else "none"
+    transform = create_transforms(task, cfg.img_size, train=train, augment=augment, color_spaces=cfg.color_spaces,
+                                  seed=cfg.seed)  # fmt: skip
+    cache_dir = cfg.cache_dir or None
+    if cfg.use_nobg and cache_dir is None and cfg.cache:
+        cache_dir = derived_dir(root, "cache_nobg")
+    source = build_source(df, cfg.img_size, cfg.crop_margin, cache=cfg.cache, cache_dir=cache_dir, data_root=root)
+    crop_prob = cfg.crop_prob if train else float(cfg.crop_prob > 0)
     return FashionHowDataset(df, task, transform, source, crop_prob=crop_prob, train=train)
 
 
 def create_loaders(
-    data_root: str | Path,
+    data: DataConfig | str | Path,
     task: str | Task,
-    img_size: int = 224,
-    batch_size: int = 64,
-    augment: str = "seed",
-    crop_prob: float = 1.0,
-    crop_margin: float = 0.0,
-    use_nobg: bool = False,
-    nobg_root: str | Path | None = None,
-    imbalance: str = "none",
-    sampler_head: str | None = None,
-    color_spaces: tuple[str, ...] = ("rgb",),
-    cache: bool = False,
-    cache_dir: str | Path | None = None,
-    num_workers: int = 0,
-    seed: int = 0,
-    on_error: str = "raise",
     splits: tuple[str, ...] = ("train", "val"),
-    eval_batch_size: int | None = None,
-    limit: int | None = None,
+    **overrides: Any,
 ) -> dict[str, DataLoader]:
     """Build a DataLoader per split (train shuffled or class-balanced, others in CSV order).
 
     Args:
-        data_root: Data root.
+        data: A :class:`~fh_utils.data.config.DataConfig`, or a data root (then ``overrides`` are its fields,
+            e.g. ``create_loaders("data/demo", "st2", img_size=56, sampler="balanced")``).
         task: Task or name.
-        img_size: Model input side, px.
-        batch_size: Training batch size.
-        augment: Augmentation pipeline for the training split.
-        crop_prob: Probability of the bbox crop during training (evaluation crops when it is > 0).
-        crop_margin: Margin around the box, fraction of its size.
-        use_nobg: Use background-removed images.
-        nobg_root: Their folder (default beside the data root).
-        imbalance: ``"none"``, ``"sampler"`` (class-balanced sampling on ``sampler_head``) or
-            ``"logit_adjust"`` (handled by the loss; sampling stays uniform).
-        sampler_head: Head whose classes the sampler balances (default: the task's first head).
-        color_spaces: Colour spaces stacked into the input channels.
-        cache: Use the decode-once cache.
-        cache_dir: Cache folder.
-        num_workers: DataLoader worker processes.
-        seed: Seed for sampling and augmentation (re-seeded per epoch by the engine).
-        on_error: ``"raise"`` or ``"skip"`` bad rows.
         splits: Splits to build.
-        eval_batch_size: Batch size of the evaluation loaders (default ``2 * batch_size``).
-        limit: Keep only the first ``limit`` rows of each split (quick runs); None keeps all.
+        **overrides: :class:`DataConfig` fields (an unknown name is an error).
 
     Returns:
-        ``{split: DataLoader}``.
+        ``{split: DataLoader}``; each loader's dataset is a :class:`FashionHowDataset`.
     """
-    if imbalance not in IMBALANCE_MODES:
-        raise ValueError(f"imbalance must be one of {IMBALANCE_MODES}, got {imbalance!r}")
-    task = get_task(task, data_root)
+    cfg = as_data_config(data, **overrides)
+    task = get_task(task, cfg.root)
     loaders = {}
     for split in splits:
         train = split == "train"
-        ds = create_dataset(
-            data_root, task, split, img_size=img_size, train=train, augment=augment,
-            crop_prob=crop_prob if train else float(crop_prob > 0), crop_margin=crop_margin,
-            use_nobg=use_nobg, nobg_root=nobg_root, color_spaces=color_spaces, cache=cache,
-            cache_dir=cache_dir, on_error=on_error, seed=seed, limit=limit,
-        )  # fmt: skip
-        generator = torch.Generator().manual_seed(seed)
+        ds = create_dataset(cfg, task, split, train=train)
+        generator = torch.Generator().manual_seed(cfg.seed)
         sampler = None
-        if train and imbalance == "sampler":
-            head = task.head(sampler_head or task.heads[0].column)
+        if train and cfg.sampler == "balanced":
+            head = task.head(cfg.sampler_head or task.heads[0].column)
             labels = ds.targets[:, task.heads.index(head)]
             sampler = create_balanced_sampler(labels, head.num_classes, generator)
         loaders[split] = DataLoader(
             ds,
-            batch_size=batch_size if train else (eval_batch_size or 2 * batch_size),
+            batch_size=cfg.batch_size if train else (cfg.eval_batch_size or 2 * cfg.batch_size),
             shuffle=train and sampler is None,
             sampler=sampler,
-            drop_last=train and len(ds) > batch_size,
-            num_workers=num_workers,
-            worker_init_fn=_worker_init if num_workers > 0 else None,
+            drop_last=train and len(ds) > cfg.batch_size,
+            num_workers=cfg.num_workers,
+            worker_init_fn=_worker_init if cfg.num_workers > 0 else None,
             generator=generator,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,

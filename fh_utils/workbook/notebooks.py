@@ -111,7 +111,7 @@ def run_demo(params_file: str | Path = DEMO_PARAMS, data_root: str | Path | None
     Returns:
         ``{"runs": {folder: path}, "scores": {task: score}, "seconds": total}``.
     """
-    from fh_utils.demo import ensure_demo_dataset
+    from fh_utils.data.demo import ensure_demo_dataset
     from fh_utils.runs import read_json
 
     spec = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fh_utils.images import ImageLoadError, image_size
+from fh_utils.data.images import ImageLoadError, image_size
 from fh_utils.tasks import TASKS, Task, find_classes_file, get_task
 
 log = logging.getLogger(__name__)

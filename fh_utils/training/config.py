@@ -1,0 +1,91 @@
+"""Training configuration: :class:`TrainConfig`, saved in every run's ``config.json`` and reloadable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fh_utils.config import config_from_dict, config_to_dict
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULERS = ("cosine_restarts", "warmup_cosine", "none")
+LOSSES = ("ce", "logit_adjust")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run besides the model and data (saved in ``config.json``).
+
+    Defaults are the seed's recipe (Myungbin, 2nd place): AdamW, CosineAnnealingWarmRestarts(T_0=30,
+    T_mult=2), label smoothing 0.1, AMP on GPU. Every field is reachable from notebooks 03/04 under the same
+    name, except ``head_weights`` (a dict: API only).
+
+    Attributes:
+        epochs: Training epochs.
+        lr: Peak learning rate.
+        optimizer: ``"adamw"`` or ``"adam"``.
+        weight_decay: Decoupled weight decay (none on biases and norms).
+        scheduler: ``"cosine_restarts"`` (stepped per fractional epoch), ``"warmup_cosine"`` or ``"none"``.
+        t_0: First cycle length of ``cosine_restarts``, epochs.
+        t_mult: Cycle growth of ``cosine_restarts``.
+        warmup_epochs: Linear warm-up of ``warmup_cosine``, epochs (may be fractional).
+        min_lr: Learning-rate floor.
+        label_smoothing: Cross-entropy label smoothing.
+        head_weights: Loss weight per label column (default 1 each).
+        loss: ``"ce"`` or ``"logit_adjust"`` (Menon et al.; needs the training class priors).
+        logit_adjust_tau: Strength of the logit adjustment.
+        grad_clip: Clip the gradient norm to this value (0: off).
+        ema: Keep an exponential moving average of the weights; ``best.pt`` then holds the EMA weights.
+        ema_decay: EMA decay per step.
+        early_stopping: Stop after this many epochs without improvement (0: off).
+        amp: ``"auto"`` (bf16 on CUDA when supported, else fp16), ``"off"``, ``"bf16"`` or ``"fp16"``.
+        channels_last: ``"auto"`` (on CUDA), True or False.
+        compile: ``torch.compile`` the training step's model.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        threads: torch CPU threads (0: the cores the data workers leave free).
+        seed: Seed of everything random in an epoch (re-seeded from ``(seed, epoch)``).
+    """
+
+    epochs: int = 30
+    lr: float = 1e-4
+    optimizer: str = "adamw"
+    weight_decay: float = 0.05
+    scheduler: str = "cosine_restarts"
+    t_0: int = 30
+    t_mult: int = 2
+    warmup_epochs: float = 1.0
+    min_lr: float = 1e-7
+    label_smoothing: float = 0.1
+    head_weights: dict[str, float] | None = None
+    loss: str = "ce"
+    logit_adjust_tau: float = 1.0
+    grad_clip: float = 0.0
+    ema: bool = False
+    ema_decay: float = 0.999
+    early_stopping: int = 0
+    amp: str = "auto"
+    channels_last: str | bool = "auto"
+    compile: bool = False
+    device: str = "auto"
+    threads: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for ``config.json``."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict of fields; an unknown key is an error naming the known ones."""
+        return config_from_dict(cls, values, "training config")

@@ -1,0 +1,522 @@
+"""One training engine for every task: :func:`fit`, :func:`evaluate`, :func:`predict`.
+
+The loop is driven by the task description (heads, metric), runs on CUDA, MPS or CPU, and writes everything
+into one run folder (see :mod:`fh_utils.runs`). Each epoch's randomness is seeded from ``(seed, epoch)`` and
+``last.pt`` holds the whole training state, so ``fit(..., resume=True)`` after an interruption replays the
+remaining epochs exactly as an uninterrupted run would (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fh_utils.data.datasets import seed_epoch
+from fh_utils.runs import (
+    BEST_CKPT,
+    CONFIG_FILE,
+    LAST_CKPT,
+    METRICS_FILE,
+    atomic_write,
+    read_json,
+    write_history,
+    write_json,
+)  # fmt: skip
+from fh_utils.tasks import Task, get_task
+from fh_utils.training.config import TrainConfig
+from fh_utils.training.metrics import task_metrics
+
+log = logging.getLogger("fh_utils.train")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; call before :func:`fh_utils.models.create_model` for a reproducible init."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def set_threads(num_workers: int, threads: int | None = None) -> int:
+    """Give torch the cores the data workers leave free (two busy processes on 2 cores slow torch 4x)."""
+    cores = os.cpu_count() or 1
+    n = threads or max(1, cores - num_workers)
+    torch.set_num_threads(n)
+    return n
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def class_priors(targets: np.ndarray, task: Task) -> dict[str, torch.Tensor]:
+    """Training class frequencies of every head (for logit adjustment) from ``(N, n_heads)`` targets."""
+    priors = {}
+    for j, head in enumerate(task.heads):
+        counts = np.bincount(targets[:, j], minlength=head.num_classes).astype(np.float64) + 1e-3
+        priors[head.column] = torch.tensor(counts / counts.sum(), dtype=torch.float32)
+    return priors
+
+
+def logit_adjusted_loss(
+    logits: torch.Tensor, target: torch.Tensor, prior: torch.Tensor, tau: float = 1.0, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Logit-adjusted cross-entropy (Menon et al., 2021): CE on ``logits + tau * log(prior)``.
+
+    Training against prior-shifted logits makes the raw logits estimate the balanced posterior, so predicting
+    with the raw logits maximises mean per-class accuracy. ``tau=1`` equals the balanced softmax loss.
+    """
+    return F.cross_entropy(logits + tau * prior.log().to(logits), target, label_smoothing=label_smoothing)
+
+
+class MultiHeadLoss(nn.Module):
+    """Sum over heads of (optionally logit-adjusted) cross-entropy, with per-head weights."""
+
+    def __init__(self, task: Task, cfg: TrainConfig, priors: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        self.task = task
+        self.smoothing = cfg.label_smoothing
+        self.weights = {h.column: float((cfg.head_weights or {}).get(h.column, 1.0)) for h in task.heads}
+        self.priors = priors if cfg.loss == "logit_adjust" else None
+        self.tau = cfg.logit_adjust_tau
+
+    def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the heads' losses; ``targets`` is ``(B, n_heads)``."""
+        total = 0.0
+        for j, head in enumerate(self.task.heads):
+            logits, y = outputs[head.column].float(), targets[:, j]
+            if self.priors is not None:
+                loss = logit_adjusted_loss(logits, y, self.priors[head.column], self.tau, self.smoothing)
+            else:
+                loss = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
+            total = total + self.weights[head.column] * loss
+        return total
+
+
+def _create_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm parameters, as timm's optimizer factory does.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _create_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    if cfg.scheduler == "cosine_restarts":
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.t_0, T_mult=cfg.t_mult,
+                                                                    eta_min=cfg.min_lr)  # fmt: skip
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    floor = cfg.min_lr / cfg.lr
+
+    def factor(step: int) -> float:
+        if cfg.scheduler == "none":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _step_scheduler(sched, cfg: TrainConfig, epoch: int, i: int, n: int) -> None:
+    if cfg.scheduler == "cosine_restarts":
+        sched.step(epoch + (i + 1) / n)  # fractional epochs, as the seed stepped it
+    else:
+        sched.step()
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    task: Task | str,
+    device: str | torch.device = "auto",
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = True,
+    criterion: nn.Module | None = None,
+) -> dict:
+    """Score ``model`` on a labelled loader.
+
+    Returns:
+        :func:`fh_utils.training.metrics.task_metrics` output plus ``"loss"`` (when ``criterion`` is given),
+        ``"targets"`` and ``"predictions"`` (``(N, n_heads)`` arrays) and ``"probabilities"``
+        (``{column: (N, C)}``).
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    device = resolve_device(device) if isinstance(device, str) else device
+    model.eval()
+    preds, targets, probs = [], [], {h.column: [] for h in task.heads}
+    loss_sum, n = 0.0, 0
+    for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+            out = model(x)
+        if criterion is not None:
+            loss_sum += float(criterion(out, y)) * len(y)
+        n += len(y)
+        preds.append(torch.stack([out[h.column].argmax(1) for h in task.heads], 1).cpu())
+        targets.append(y.cpu())
+        for h in task.heads:
+            probs[h.column].append(out[h.column].float().softmax(1).cpu())
+    y_true, y_pred = torch.cat(targets).numpy(), torch.cat(preds).numpy()
+    result = task_metrics(task, y_true, y_pred)
+    if criterion is not None:
+        result["loss"] = loss_sum / max(1, n)
+    result.update(targets=y_true, predictions=y_pred, probabilities={k: torch.cat(v).numpy() for k, v in probs.items()})
+    return result
+
+
+def _run_logger(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def _strip_arrays(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in ("targets", "predictions", "probabilities")}
+
+
+EpochCallback = Callable[[dict], None]
+
+
+@dataclass
+class TrainingState:
+    """Everything a run needs to continue after an interruption; ``last.pt`` is its :meth:`state_dict`.
+
+    The RNGs are not part of it: every epoch re-seeds them from ``(seed, epoch)`` (see
+    :func:`fh_utils.data.datasets.seed_epoch`), which is what makes a resumed run replay exactly.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    ema: nn.Module | None = None
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and kept as ``best.pt``: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain containers and tensors only (``torch.load(weights_only=True)`` reads it back)."""
+        return {
+            "model": self.model.state_dict(),
+            "model_config": getattr(self.model, "model_config", {}),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` output; ``epoch`` becomes the next epoch to train."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.module.load_state_dict(ckpt["ema"])
+        self.history, self.epoch = list(ckpt["history"]), int(ckpt["epoch"]) + 1
+        self.best_score, self.best_epoch, self.bad_epochs = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad_epochs"]
+
+    def save(self, path: Path) -> None:
+        """Write :meth:`state_dict` atomically."""
+        state = self.state_dict()
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    def save_weights(self, path: Path) -> None:
+        """Write the evaluated weights alone (``best.pt``): what :func:`fh_utils.models.load_model` reads."""
+        model = self.eval_model
+        state = {"model": model.state_dict(), "model_config": getattr(self.model, "model_config", {}),
+                 "epoch": self.epoch, "best_score": self.best_score}  # fmt: skip
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the run folder, per-epoch history and the best epoch's metrics."""
+
+    run_dir: Path
+    history: pd.DataFrame
+    metrics: dict
+    model: nn.Module
+
+
+@dataclass
+class _Loop:
+    """The fixed parts of one :func:`fit` call (device, precision, loss), shared by its helpers."""
+
+    cfg: TrainConfig
+    task: Task
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    criterion: nn.Module
+    step_model: nn.Module
+    progress: bool
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+
+
+def fit(
+    model: nn.Module,
+    loaders: dict[str, DataLoader],
+    run_dir: str | Path,
+    config: TrainConfig | dict | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    task: Task | str | None = None,
+    class_priors: dict[str, torch.Tensor] | None = None,
+    sections: dict[str, dict] | None = None,
+    extra_metrics: dict | None = None,
+    callbacks: list[EpochCallback] | None = None,
+    **overrides: Any,
+) -> FitResult:
+    """Train ``model`` on ``loaders["train"]``, evaluating on ``loaders["val"]`` after every epoch.
+
+    Without a ``"val"`` loader (a full fit on train + val) every epoch is trained, ``best.pt`` holds the last
+    epoch's weights and ``metrics.json`` says there was no validation (``"score": null``).
+
+    Args:
+        model: From :func:`fh_utils.models.create_model` (its ``model_config`` names the task).
+        loaders: ``"train"`` and optionally ``"val"`` (from :func:`fh_utils.data.create_loaders`).
+        run_dir: Run folder (from :func:`fh_utils.runs.create_run_dir`).
+        config: Training configuration (a :class:`TrainConfig` or a dict of its fields).
+        resume: Continue from ``run_dir/last.pt`` when it exists.
+        progress: Show tqdm progress bars.
+        task: Task description (default: the one the model was built for).
+        class_priors: Training class frequencies per head (:func:`class_priors`); needed by
+            ``loss="logit_adjust"``.
+        sections: More sections of ``config.json`` (e.g. ``{"data": ..., "run": ...}``).
+        extra_metrics: Merged into ``metrics.json`` (e.g. the colour baseline's score).
+        callbacks: Called with each epoch's history row after it is saved; a callback may raise to stop
+            the run (``optuna.TrialPruned``), which leaves ``last.pt`` valid.
+        **overrides: Fields of :class:`TrainConfig` overriding ``config`` (an unknown name is an error).
+
+    Returns:
+        A :class:`FitResult`; ``run_dir`` then holds ``config.json``, ``history.csv``, ``metrics.json``,
+        ``best.pt``, ``last.pt`` and ``train.log``.
+    """
+    base = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
+    cfg = TrainConfig.from_dict({**base, **overrides})
+    task = _resolve_task(model, task)
+    if cfg.loss == "logit_adjust" and class_priors is None:
+        raise ValueError("loss='logit_adjust' needs class_priors: pass engine.class_priors(train targets, task)")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    threads = set_threads(loaders["train"].num_workers, cfg.threads or None) if device.type == "cpu" else None
+    handler = _run_logger(run_dir)
+    try:
+        loop, state = _setup(model, loaders["train"], cfg, task, device, class_priors, progress)
+        last_path = run_dir / LAST_CKPT
+        if resume and last_path.exists():
+            state.load_state_dict(torch.load(last_path, map_location=device, weights_only=True))
+            log.info("resumed from %s at epoch %d", last_path, state.epoch + 1)
+        runtime = {"device": str(device), "amp_dtype": str(loop.amp_dtype), "channels_last": loop.channels_last,
+                   "torch_threads": threads, "train_rows": len(loaders["train"].dataset),
+                   "val_rows": len(loaders["val"].dataset) if "val" in loaders else 0}  # fmt: skip
+        write_json(run_dir / CONFIG_FILE, {**(sections or {}), "task": task.to_dict(), "train": cfg.to_dict(),
+                                           "model": getattr(model, "model_config", {}), "runtime": runtime})
+        _train_epochs(loop, state, loaders, run_dir, extra_metrics or {}, callbacks or [])
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    metrics = read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else {}
+    return FitResult(run_dir, pd.DataFrame(state.history), metrics, model)
+
+
+def _resolve_task(model: nn.Module, task: Task | str | None) -> Task:
+    if isinstance(task, Task):
+        return task
+    if task is not None:
+        return get_task(task)
+    from fh_utils.models.factory import task_of_model
+
+    return task_of_model(model)
+
+
+def _setup(model, train_loader, cfg: TrainConfig, task: Task, device, priors, progress) -> tuple[_Loop, TrainingState]:
+    from timm.utils import ModelEmaV3
+
+    amp_dtype = _amp_dtype(cfg, device)
+    channels_last = device.type == "cuda" if cfg.channels_last == "auto" else bool(cfg.channels_last)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    opt = _create_optimizer(model, cfg)
+    state = TrainingState(model, opt, _create_scheduler(opt, cfg, len(train_loader)),
+                          torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), ema)  # fmt: skip
+    criterion = MultiHeadLoss(task, cfg, priors).to(device)
+    step_model = torch.compile(model) if cfg.compile else model
+    return _Loop(cfg, task, device, amp_dtype, channels_last, criterion, step_model, progress), state
+
+
+def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> dict:
+    cfg, task = loop.cfg, loop.task
+    seed_epoch(loader, cfg.seed, state.epoch)
+    state.model.train()
+    start = time.perf_counter()
+    loss_sum, correct, seen = 0.0, 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False, disable=not loop.progress)
+    for i, (x, y) in enumerate(bar):
+        x, y = x.to(loop.device, non_blocking=True), y.to(loop.device, non_blocking=True)
+        if loop.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with loop.autocast():
+            out = loop.step_model(x)
+            loss = loop.criterion(out, y)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            state.scaler.unscale_(state.optimizer)
+            nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        _step_scheduler(state.scheduler, cfg, state.epoch, i, len(loader))
+        if state.ema is not None:
+            state.ema.update(state.model, step=state.epoch * len(loader) + i)
+        with torch.no_grad():
+            loss_sum += float(loss) * len(y)
+            correct += float(np.mean([(out[h.column].argmax(1) == y[:, j]).float().mean().item()
+                                      for j, h in enumerate(task.heads)])) * len(y)  # fmt: skip
+            seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", top1=f"{correct / seen:.3f}")
+    seconds = time.perf_counter() - start
+    return {"epoch": state.epoch + 1, "lr": state.optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / max(1, seen), "train_top1": correct / max(1, seen),
+            "train_img_per_s": seen / max(seconds, 1e-9)}  # fmt: skip
+
+
+def _train_epochs(loop: _Loop, state: TrainingState, loaders, run_dir: Path, extra_metrics: dict, callbacks) -> None:
+    cfg, task = loop.cfg, loop.task
+    val_loader = loaders.get("val")
+    while state.epoch < cfg.epochs:
+        start = time.perf_counter()
+        row = _train_one_epoch(loop, state, loaders["train"])
+        if val_loader is not None:
+            val = evaluate(state.eval_model, val_loader, task, loop.device, loop.amp_dtype, progress=loop.progress,
+                           criterion=loop.criterion)  # fmt: skip
+            row["val_loss"] = val["loss"]
+            for column, head in val["heads"].items():
+                row[f"val_{column}_top1"], row[f"val_{column}_acsa"] = head["top1"], head["acsa"]
+            row["val_score"] = val["score"]
+            improved = val["score"] > state.best_score
+        else:
+            val, improved = None, True  # a full fit keeps its last epoch
+        row["seconds"] = time.perf_counter() - start
+        state.history.append(row)
+        if improved:
+            state.best_epoch, state.bad_epochs = state.epoch + 1, 0
+            state.best_score = val["score"] if val is not None else math.nan
+            if val is not None:
+                metrics = {"score": val["score"], "metric": task.metric, "task": task.name, "epoch": state.epoch + 1,
+                           "validation": "val", **_strip_arrays(val), **extra_metrics}  # fmt: skip
+            else:
+                metrics = {"score": None, "metric": task.metric, "task": task.name, "epoch": state.epoch + 1,
+                           "validation": "none", "note": "full fit on train + val: no held-out score",
+                           **extra_metrics}  # fmt: skip
+            state.save_weights(run_dir / BEST_CKPT)
+            write_json(run_dir / METRICS_FILE, metrics)
+        else:
+            state.bad_epochs += 1
+        state.save(run_dir / LAST_CKPT)
+        write_history(run_dir, state.history)
+        _log_epoch(loop, row, improved)
+        state.epoch += 1
+        for callback in callbacks:
+            callback(dict(row))
+        if cfg.early_stopping and state.bad_epochs >= cfg.early_stopping:
+            log.info("early stopping: no improvement for %d epochs", state.bad_epochs)
+            break
+
+
+def _log_epoch(loop: _Loop, row: dict, improved: bool) -> None:
+    score = f"score {row['val_score']:.4f}{' *' if improved else ''} " if "val_score" in row else ""
+    val_loss = f"val_loss {row['val_loss']:.4f} " if "val_loss" in row else ""
+    msg = (f"epoch {row['epoch']}/{loop.cfg.epochs} loss {row['train_loss']:.4f} {val_loss}{score}"
+           f"lr {row['lr']:.2e} {row['train_img_per_s']:.1f} img/s {row['seconds']:.0f}s")  # fmt: skip
+    log.info(msg)
+    if loop.progress:
+        tqdm.write(msg)
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    task: Task | str | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    return_probabilities: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Predict every row of ``loader`` (unshuffled) and return the official submission DataFrame.
+
+    Returns:
+        DataFrame in the CSV's row order with columns ``image_name`` and one per head (ST1 ``daily, gender,
+        embel``; ST2 ``color``); with ``return_probabilities`` also ``{column: (N, C) probabilities}``.
+    """
+    dataset = loader.dataset
+    task = dataset.task if task is None else (get_task(task) if isinstance(task, str) else task)
+    device = resolve_device(device) if isinstance(device, str) else device
+    model = model.to(device).eval()
+    probs: dict[str, list] = {h.column: [] for h in task.heads}
+    for x, _ in tqdm(loader, desc="predict", leave=False, disable=not progress):
+        out = model(x.to(device))
+        for h in task.heads:
+            probs[h.column].append(out[h.column].float().softmax(1).cpu())
+    arrays = {k: torch.cat(v).numpy() for k, v in probs.items()}
+    frame = pd.DataFrame({"image_name": dataset.df["image_name"].to_numpy()})
+    for h in task.heads:
+        frame[h.key] = arrays[h.column].argmax(1).astype(np.int64)
+    return (frame, arrays) if return_probabilities else frame

@@ -1,0 +1,123 @@
+"""Evaluation of a trained run, for notebooks 03/04.
+
+Saved predictions, per-class accuracy against the colour baseline, most-confused pairs, figure samples
+(predictions, attention maps) and the closing score report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fh_utils.data.datasets import FashionHowDataset
+from fh_utils.io import atomic_write, read_json
+from fh_utils.runs import BEST_CKPT, METRICS_FILE
+from fh_utils.tasks import Task
+from fh_utils.training.metrics import confusion_matrix
+
+PREDICTIONS_FILE = "val_predictions.csv"
+
+
+def per_class_series(result: dict, run_dir: str | Path, task: Task) -> tuple[dict, dict | None]:
+    """Per-class accuracies of an evaluation and, if the run has one, of its colour baseline (first head)."""
+    per_class = {column: head["per_class"] for column, head in result["heads"].items()}
+    metrics_path = Path(run_dir) / METRICS_FILE
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    baseline = metrics.get("baseline_per_class")
+    return per_class, ({task.heads[0].column: baseline} if baseline else None)
+
+
+def save_predictions(run_dir: str | Path, dataset: FashionHowDataset, result: dict, task: Task) -> Path:
+    """Write ``val_predictions.csv``: image name, and the true and predicted class of every head."""
+    frame = pd.DataFrame({"image_name": dataset.df["image_name"].to_numpy()})
+    for j, head in enumerate(task.heads):
+        frame[f"{head.key}_true"] = result["targets"][:, j]
+        frame[f"{head.key}_pred"] = result["predictions"][:, j]
+    path = Path(run_dir) / PREDICTIONS_FILE
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return path
+
+
+def prediction_samples(
+    dataset: FashionHowDataset, result: dict, task: Task, n: int = 18, seed: int = 0
+) -> tuple[list[np.ndarray], list[list[str]], list[list[str]], list[str]]:
+    """Random evaluation rows for :func:`fh_utils.workbook.plots.prediction_grid`: crops, true and predicted names."""
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(dataset), size=min(n, len(dataset)), replace=False))
+    crop = dataset.crop_prob > 0
+    images = [dataset.source.get(int(i), crop) for i in idx]
+    names = [[h.class_names[int(c)] for h, c in zip(task.heads, row)] for row in result["targets"][idx]]
+    preds = [[h.class_names[int(c)] for h, c in zip(task.heads, row)] for row in result["predictions"][idx]]
+    return images, names, preds, task.label_columns
+
+
+def attention_samples(
+    model: torch.nn.Module, dataset: FashionHowDataset, n: int = 6, seed: int = 0
+) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """Evaluation crops and the attention maps of a backbone that has them (``fh_colornet``), else ``None``.
+
+    Returns:
+        RGB crops at the model's input size, and their maps ``(n, maps, H, W)`` for
+        :func:`fh_utils.workbook.plots.attention_grid`.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not hasattr(backbone, "attention_maps"):
+        return None
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(dataset), size=min(n, len(dataset)), replace=False))
+    x = torch.stack([dataset[int(i)][0] for i in idx])
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        maps = backbone.attention_maps(model.normalize(x.to(device))).float().cpu().numpy()
+    spaces = list(model.input_config.get("color_spaces", ["rgb"]))
+    if "rgb" in spaces:
+        first = 3 * spaces.index("rgb")
+        images = [img[first : first + 3].permute(1, 2, 0).numpy() for img in x]
+    else:
+        import cv2
+
+        size = x.shape[-2:][::-1]
+        images = [cv2.resize(dataset.source.get(int(i), dataset.crop_prob > 0), size) for i in idx]
+    return images, maps
+
+
+def score_report(run_dir: str | Path, result: dict | None = None) -> str:
+    """The closing lines of a training notebook: best validation score, and the colour baseline's (ST2)."""
+    m = read_json(Path(run_dir) / METRICS_FILE)
+    lines = [f"{m['task'].upper()} best val score ({m['metric']}): {m['score']:.4f} at epoch {m['epoch']}"]
+    if result is not None:
+        lines.append(f"re-evaluated {BEST_CKPT}: {result['score']:.4f}")
+    if m.get("baseline_score") is not None:
+        lines.append(f"colour baseline (histograms + logistic regression): {m['baseline_score']:.4f}")
+    lines.append(f"run folder: {run_dir}")
+    return "\n".join(lines)
+
+
+def most_confused_pairs(cm: np.ndarray, class_names: tuple[str, ...] | list[str], top: int = 10) -> pd.DataFrame:
+    """The largest off-diagonal cells of a confusion matrix (rows = true classes).
+
+    Returns:
+        Up to ``top`` rows, largest first: ``true``, ``predicted``, ``count``, ``share`` (of the true class's
+        rows), ``label`` (``"true → predicted"``). Pairs with count 0 are left out.
+    """
+    cm = np.asarray(cm)
+    support = cm.sum(axis=1)
+    rows = [dict(true=class_names[i], predicted=class_names[j], count=int(cm[i, j]),
+                 share=float(cm[i, j] / support[i]), label=f"{class_names[i]} → {class_names[j]}")
+            for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["true", "predicted", "count", "share", "label"])
+    return frame.sort_values(["count", "share"], ascending=False, kind="stable").head(top).reset_index(drop=True)
+
+
+def confused_pairs_by_head(
+    y_true: np.ndarray, y_pred: np.ndarray, task: Task, top: int = 10
+) -> dict[str, pd.DataFrame]:
+    """:func:`most_confused_pairs` of every head for ``(N, n_heads)`` label and prediction arrays."""
+    y_true, y_pred = np.asarray(y_true).reshape(len(y_true), -1), np.asarray(y_pred).reshape(len(y_pred), -1)
+    return {
+        h.column: most_confused_pairs(confusion_matrix(y_true[:, j], y_pred[:, j], h.num_classes), h.class_names, top)
+        for j, h in enumerate(task.heads)
+    }

@@ -1,0 +1,211 @@
+"""Notebooks 03 (ST1) and 04 (ST2) as functions: one parameters cell becomes one :class:`RunSetup`.
+
+Both notebooks are the same notebook for another ``task``. Their flat parameters are routed here into the
+three configuration objects the package knows, each saved in ``config.json`` under its own key:
+
+- ``data``: :class:`fh_utils.data.config.DataConfig` (loaders),
+- ``model``: the arguments of :func:`fh_utils.models.create_model` (the model's ``model_config``),
+- ``train``: :class:`fh_utils.training.config.TrainConfig` (the engine),
+
+plus ``run`` (the notebook-level choices: run name, resume, the ``imbalance`` knob that sets both the sampler and
+the loss). A parameter that none of them declares is an error, never dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from fh_utils.config import UnknownSettingError, field_names
+from fh_utils.data.config import DataConfig
+from fh_utils.data.datasets import create_loaders
+from fh_utils.io import read_json, write_json
+from fh_utils.models.factory import DEFAULT_BACKBONE, create_model
+from fh_utils.paths import default_data_root
+from fh_utils.runs import LAST_CKPT, create_run_dir, latest_run
+from fh_utils.tasks import Task, get_task
+from fh_utils.training.config import TrainConfig
+from fh_utils.training.engine import FitResult, class_priors, fit, resolve_device
+
+SCRATCH_LR, PRETRAINED_LR = 1e-4, 5e-6
+IMBALANCE_MODES = ("none", "sampler", "logit_adjust")
+MODEL_PARAMETERS = ("backbone", "pretrained", "img_size", "color_spaces", "color_hist", "drop_rate")
+RUN_PARAMETERS = ("run_name", "resume", "imbalance", "color_baseline")
+BASELINE_FILE = "baseline.json"
+
+
+def resolve_data_root(data_root: str | Path = "") -> Path:
+    """``""`` gives :func:`fh_utils.paths.default_data_root`; a relative path starts at the working folder."""
+    return Path(data_root).expanduser().resolve() if str(data_root) else default_data_root().resolve()
+
+
+def resolve_num_workers(num_workers: int, device: torch.device | str = "cpu", cache: bool = True) -> int:
+    """``-1`` (auto) becomes a worker count for this machine; any other value is kept.
+
+    On 2 cores a worker process competes with the training process (torch slowed ~4x here), so auto gives 0
+    there. With more cores: up to 8 workers, fewer when the decode-once cache makes loading cheap.
+    """
+    if num_workers >= 0:
+        return int(num_workers)
+    cores = os.cpu_count() or 1
+    if cores <= 2:
+        return 0
+    spare = cores - 1 if torch.device(device).type != "cpu" else cores // 2
+    return max(0, min(4 if cache else 8, spare))
+
+
+def training_parameter_names() -> tuple[str, ...]:
+    """Every parameter notebooks 03/04 may set (the union of the configurations' fields and the run's)."""
+    names = ["data_root", *RUN_PARAMETERS, *MODEL_PARAMETERS, *field_names(DataConfig), *field_names(TrainConfig)]
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class RunSetup:
+    """Everything one training run is made of, resolved: task, folders, device and the three configurations."""
+
+    task: Task
+    run_dir: Path
+    device: torch.device
+    data: DataConfig
+    model: dict[str, Any]
+    train: TrainConfig
+    run: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def sections(self) -> dict[str, dict]:
+        """The ``config.json`` sections this setup contributes (the engine adds ``train``, ``model``, ...)."""
+        return {"run": self.run, "data": self.data.to_dict()}
+
+    def describe(self) -> str:
+        """A few lines for the notebook's derived-values cell."""
+        d, t, m = self.data, self.train, self.model
+        lines = [
+            f"task      {self.task.name}: {self.task.title}",
+            f"data root {d.data_root}",
+            f"run dir   {self.run_dir}",
+            f"device    {self.device} (amp {t.amp}, {d.num_workers} loader workers)",
+            f"model     {m['backbone']} @ {m['img_size']} px, pretrained={m['pretrained']!r}",
+            f"training  epochs {t.epochs}, batch {d.batch_size}, {t.optimizer} lr {t.lr:g}, {t.scheduler}, "
+            f"imbalance={self.run['imbalance']}",
+        ]
+        return "\n".join(lines + self.notes)
+
+
+def notebook_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The training parameters found in a notebook's ``globals()``."""
+    return {k: namespace[k] for k in training_parameter_names() if k in namespace}
+
+
+def _split_parameters(task: Task, params: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
+    known = set(training_parameter_names())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise UnknownSettingError(f"unknown training parameter(s) {unknown}; known: {', '.join(sorted(known))}")
+    run = {"run_name": "", "resume": False, "imbalance": "none", "color_baseline": task.name == "st2"}
+    run.update({k: params[k] for k in RUN_PARAMETERS if k in params})
+    if run["imbalance"] not in IMBALANCE_MODES:
+        raise ValueError(f"imbalance must be one of {IMBALANCE_MODES}, got {run['imbalance']!r}")
+    model = {"backbone": DEFAULT_BACKBONE, "pretrained": False, "img_size": 224, "color_spaces": "rgb",
+             "color_hist": False, "drop_rate": 0.0}  # fmt: skip
+    model.update({k: params[k] for k in MODEL_PARAMETERS if k in params})
+    data = {k: params[k] for k in field_names(DataConfig) if k in params}
+    train = {k: params[k] for k in field_names(TrainConfig) if k in params}
+    return run, model, data, train
+
+
+def prepare_training(task: str, params: dict[str, Any]) -> RunSetup:
+    """Resolve a training notebook's parameters into a :class:`RunSetup`.
+
+    The task gets its class names from ``classes.json``; the run folder is created.
+
+    ``lr = 0`` means automatic: 5e-6 with pretrained weights (the seed's fine-tuning rate), 1e-4 from scratch.
+    ``num_workers = -1`` means automatic (:func:`resolve_num_workers`); the resolved number is recorded. With
+    ``resume=True`` and no ``run_name``, the newest run of ``task`` that has a ``last.pt`` is continued.
+
+    Raises:
+        UnknownSettingError: A parameter that no configuration declares.
+    """
+    params = dict(params)
+    data_root = resolve_data_root(params.pop("data_root", ""))
+    task_obj = get_task(task, data_root)
+    run, model, data, train = _split_parameters(task_obj, params)
+    device = resolve_device(train.get("device", "auto"))
+    spaces = model["color_spaces"]
+    model["color_spaces"] = [s.strip().lower() for s in spaces.split(",") if s.strip()] if isinstance(spaces, str) \
+        else list(spaces)  # fmt: skip
+    data.update(data_root=str(data_root), img_size=model["img_size"], color_spaces=tuple(model["color_spaces"]),
+                sampler="balanced" if run["imbalance"] == "sampler" else "shuffle")  # fmt: skip
+    data["num_workers"] = resolve_num_workers(int(data.get("num_workers", 0)), device, bool(data.get("cache", False)))
+    pretrained = model["pretrained"] not in (False, "", None)
+    train["lr"] = float(train.get("lr") or (PRETRAINED_LR if pretrained else SCRATCH_LR))
+    train["loss"] = "logit_adjust" if run["imbalance"] == "logit_adjust" else train.get("loss", "ce")
+    data_cfg, train_cfg = DataConfig.from_dict(data), TrainConfig.from_dict(train)
+    notes = []
+    if run["resume"] and not run["run_name"]:
+        run_dir = latest_run(task_obj.name, LAST_CKPT)
+        notes.append(f"resume    continuing {run_dir.name} from {LAST_CKPT}")
+    else:
+        run_dir = create_run_dir(run["run_name"], task=task_obj.name, backbone=model["backbone"],
+                                 img_size=model["img_size"])  # fmt: skip
+        if run["resume"]:
+            state = "found" if (run_dir / LAST_CKPT).exists() else "not found: starting from scratch"
+            notes.append(f"resume    {LAST_CKPT} {state}")
+    return RunSetup(task_obj, run_dir, device, data_cfg, model, train_cfg, run, notes)
+
+
+def build_loaders(setup: RunSetup) -> dict[str, DataLoader]:
+    """:func:`fh_utils.data.create_loaders` for the run's data configuration."""
+    return create_loaders(setup.data, setup.task)
+
+
+def build_model(setup: RunSetup) -> torch.nn.Module:
+    """:func:`fh_utils.models.create_model` with the run's model arguments."""
+    return create_model(setup.task, data_root=setup.data.data_root, **setup.model)
+
+
+def color_baseline(setup: RunSetup, loaders: dict[str, DataLoader], progress: bool = True) -> dict | None:
+    """Fit and score the colour baseline (ST2 by default) once per run folder; ``None`` when switched off.
+
+    The result is kept as ``baseline.json`` so a resumed run does not fit it again.
+    """
+    if not setup.run["color_baseline"] or "val" not in loaders:
+        return None
+    path = setup.run_dir / BASELINE_FILE
+    if path.exists():
+        return read_json(path)
+    from fh_utils.training.baseline import baseline_for_loaders
+
+    res = baseline_for_loaders(loaders, setup.task, progress=progress)
+    per_class = [None if a != a else float(a) for a in res.per_class]
+    out = {"baseline_score": res.score, "baseline_per_class": per_class, "baseline_seconds": res.seconds}
+    write_json(path, out)
+    return out
+
+
+def train(
+    setup: RunSetup, model: torch.nn.Module, loaders: dict[str, DataLoader], progress: bool = True, **fit_kwargs: Any
+) -> FitResult:
+    """:func:`fh_utils.training.fit` with the run's configuration; ST2 runs also score the colour baseline.
+
+    Every configuration section lands in ``config.json``; ``fit_kwargs`` go to ``fit`` (e.g. callbacks).
+    """
+    baseline = color_baseline(setup, loaders, progress=progress)
+    priors = class_priors(loaders["train"].dataset.targets, setup.task) if setup.train.loss == "logit_adjust" else None
+    return fit(model, loaders, setup.run_dir, setup.train, resume=bool(setup.run["resume"]), progress=progress,
+               task=setup.task, class_priors=priors, sections=setup.sections(), extra_metrics=baseline,
+               **fit_kwargs)  # fmt: skip
+
+
+def train_from_params(task: str, params: dict[str, Any], progress: bool = True) -> tuple[Path, FitResult]:
+    """Notebook 03/04 without the figures: set up, build loaders and model, train; (run dir, result)."""
+    setup = prepare_training(task, params)
+    loaders = build_loaders(setup)
+    model = build_model(setup)
+    return setup.run_dir, train(setup, model, loaders, progress=progress)
+
