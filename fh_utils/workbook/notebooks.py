@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from fh_utils.io import write_text
 from fh_utils.paths import PROJECT_ROOT, runs_dir
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -49,7 +50,7 @@ def render_html(executed: str | Path) -> Path:
     executed = Path(executed)
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
     out = executed.with_suffix(".html")
-    out.write_text(body, encoding="utf-8")
+    write_text(out, body)
     return out
 
 
