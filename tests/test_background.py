@@ -209,7 +209,7 @@ def test_rembg_model_path_follows_rembg_rules(tmp_path, monkeypatch, env):
         monkeypatch.setenv("U2NET_HOME", str(tmp_path / "models"))
     elif env == "rembg_home":
         monkeypatch.setenv("REMBG_HOME", str(tmp_path / "rembg"))
-    session_cls = pytest.importorskip("rembg.sessions.u2net").U2netSession
+    from rembg.sessions.u2net import U2netSession as session_cls  # rembg is a hard dependency: no skip
     assert bg._rembg_candidates("u2net") == [
         Path(session_cls.model_dir()) / "u2net.onnx",
         Path(session_cls.legacy_home()) / "u2net.onnx",
@@ -255,8 +255,8 @@ def tiny_u2net_onnx() -> bytes:
 
 
 def test_rembg_with_model_on_disk_never_downloads(tmp_path, monkeypatch):
-    pooch = pytest.importorskip("pooch")
-    pytest.importorskip("rembg")
+    import pooch  # rembg's downloader; rembg is a hard dependency: a broken install fails here, no skip
+    import rembg  # noqa: F401
 
     def no_download(*args, **kwargs):
         raise AssertionError("rembg tried to download a model")
@@ -367,3 +367,22 @@ def test_refuses_to_write_into_the_data_or_a_foreign_folder(tmp_path):
     with pytest.raises(ValueError, match="no nobg_manifest.json"):
         bg.create_nobg_tree(root, foreign, workers=1, progress=False, overwrite=True)
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("bad_line,message", [
+    ("{name},10.5,20,200,300,1,2,0", r"BBox_xmin must be an integer pixel coordinate, got '10\.5'"),  # not rounded
+    ("{name},,20,200,300,1,2,0", r"BBox_xmin is missing"),  # not dropped
+    ("../{name},10,20,200,300,1,2,0", r"image_name '\.\./.*' escapes the images folder"),
+])  # fmt: skip
+def test_the_csvs_are_read_by_the_validated_reader(tmp_path, bad_line, message):
+    from fh_utils.data.reader import DataValidationError
+
+    root = make_root(tmp_path, {"train": NAMES["train"][:3]})
+    csv = root / "Fashion-How24_sub1_train.csv"
+    lines = csv.read_text(encoding="utf-8").splitlines()
+    lines[2] = bad_line.format(name=NAMES["train"][1])
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataValidationError, match=message) as info:
+        bg.create_nobg_tree(root, tmp_path / "out", workers=1, progress=False)
+    assert [(p.file, p.row) for p in info.value.problems] == [(str(csv), 3)]
+    assert not (tmp_path / "out").exists(), "nothing is written before the CSVs are valid"

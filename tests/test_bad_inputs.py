@@ -391,6 +391,23 @@ CASES = [
         line3("1209/text.jpg,0,0,40,40,5,4,0"),
         setup=put("train/1209/text.jpg", b"not an image\n"),
     ),
+    # -- image names that reach outside the images folder (never opened, even when the file exists)
+    Case(
+        "image_name_escapes_with_dotdot",
+        [("csv", 3, r"image_name '\.\./val/1209/v\.jpg' escapes the images folder \('\.\.'\); it must stay inside it")],
+        line3("../val/1209/v.jpg,1,1,30,30,5,4,0"),
+    ),
+    Case(
+        "image_name_escapes_inside_the_path",
+        [("csv", 3, r"image_name '1209/\.\./\.\./val/1209/v\.jpg' escapes the images folder .*")],
+        line3("1209/../../val/1209/v.jpg,1,1,30,30,5,4,0"),
+    ),
+    Case(
+        "image_name_absolute",
+        [("csv", 3, r"image_name '/.*/val/1209/v\.jpg' is an absolute path; it must be relative to the images folder")],
+        setup=lambda data: csv_file(data).write_text(
+            csv_text([ST1_TRAIN[0], f"{data / 'val' / '1209' / 'v.jpg'},1,1,30,30,5,4,0", ST1_TRAIN[2]])),
+    ),
     # -- rows
     Case("exact_duplicate_row", [("csv", 5, r"duplicate of line 2")], [*ST1_TRAIN, ST1_TRAIN[0]]),
     Case(

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import timm
@@ -6,7 +8,7 @@ import torch
 from fh_utils.data.datasets import create_loaders
 from fh_utils.models.colornet import ColorNet
 from fh_utils.models.factory import create_model, load_model, state_dict_size_mb
-from fh_utils.training.engine import fit
+from fh_utils.training.engine import evaluate, fit
 
 SPACES = ("rgb", "hsv", "lab", "hls", "yuv")
 
@@ -53,10 +55,13 @@ def test_uniform_attention_pools_the_mean_pixel_embedding():
 def test_trains_and_reloads_from_a_run_folder(demo_root, tmp_path):
     tiny_loaders = create_loaders(demo_root, "st2", img_size=32, batch_size=16, sampler="balanced", limit=64)
     model = create_model("st2", "fh_colornet", img_size=32)
-    fit(model, tiny_loaders, tmp_path / "run", dict(epochs=1, lr=2e-3, scheduler="warmup_cosine"),
+    fit(model, tiny_loaders, tmp_path / "run", dict(epochs=1, lr=2e-3, scheduler="warmup_cosine", device="cpu"),
         progress=False)  # fmt: skip
     reloaded = load_model(tmp_path / "run")
     assert reloaded.model_config["backbone"] == "fh_colornet"
+    # The reloaded best.pt reproduces the score metrics.json reports.
+    score = evaluate(reloaded, tiny_loaders["val"], "st2", device="cpu", progress=False)["score"]
+    assert score == json.loads((tmp_path / "run" / "metrics.json").read_text())["score"]
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         assert reloaded(x)["Color"].shape == (2, 18)

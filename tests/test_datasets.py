@@ -82,11 +82,23 @@ def test_cache_matches_files_and_misses_when_the_source_changes(demo_root, tmp_p
 
 
 def test_balanced_sampler_draws_classes_near_uniformly():
+    """240 epochs of 800 independent draws each (192,000): a class's share has a standard deviation of
+    sqrt(p (1 - p) / n) = 0.00085 around 1/6, so 0.005 is a 6-sigma bound; an unweighted sampler would give
+    class 0 a 0.74 share. The chi-square test looks at all classes at once."""
+    from scipy.stats import chisquare
+
     labels = np.repeat(np.arange(6), [590, 100, 50, 30, 20, 10])
     sampler = create_balanced_sampler(labels, 6, torch.Generator().manual_seed(0))
-    draws = labels[np.array(list(sampler) * 10)]
-    freq = np.bincount(draws, minlength=6) / len(draws)
-    assert np.all(np.abs(freq - 1 / 6) < 0.03), freq
+    epochs = [list(sampler) for _ in range(240)]
+    assert epochs[0] != epochs[1], "each pass over the sampler draws anew"
+    draws = labels[np.concatenate(epochs)]
+    counts = np.bincount(draws, minlength=6)
+    assert len(draws) == 240 * len(labels)
+    assert np.all(np.abs(counts / len(draws) - 1 / 6) < 0.005), counts / len(draws)
+    assert chisquare(counts).pvalue > 1e-4, counts
+    # Within a class, every sample is drawn about equally often (1/count of the class's draws each).
+    rare = np.bincount(np.concatenate(epochs), minlength=len(labels))[labels == 5]
+    assert rare.min() > 0.7 * rare.mean() and rare.max() < 1.3 * rare.mean(), rare
 
 
 def test_loaders_replay_an_epoch_exactly_after_seeding(demo_root):

@@ -6,6 +6,7 @@ Each test builds its own data with the helpers of this file, so tests can be add
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 
 from fh_utils.data.background import MANIFEST_NAME, TMP_SUFFIX, create_nobg_tree
 from fh_utils.data.images import load_image
@@ -123,10 +125,19 @@ def test_background_removal_killed_then_resumed(tmp_path):
 
 _FIT_SCRIPT = """
 import sys
+from fh_utils.data import datasets
 from fh_utils.data.datasets import create_loaders
 from fh_utils.training.engine import fit, seed_everything
 from fh_utils.models.factory import create_model
-root, run_dir, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+root, run_dir, resume, marker = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+if marker:  # one byte per training image served: the parent sees which step of which epoch is running
+    out = open(marker, "ab", buffering=0)
+    serve = datasets.FashionHowDataset.__getitem__
+    def counted(self, i):
+        if self.train:
+            out.write(b".")
+        return serve(self, i)
+    datasets.FashionHowDataset.__getitem__ = counted
 loaders = create_loaders(root, "st1", img_size=32, batch_size=16, limit=160, cache=True,
                          cache_dir=run_dir + "_cache")
 seed_everything(5)
@@ -134,11 +145,12 @@ model = create_model("st1", "mobilenetv4_conv_small", img_size=32)
 fit(model, loaders, run_dir, dict(epochs=3, lr=2e-3, scheduler="warmup_cosine", warmup_epochs=0.5, seed=5,
     ema=True, threads=2), resume=resume, progress=False)
 """
+ROWS, BATCH = 160, 16  # as in _FIT_SCRIPT: 10 steps an epoch
 
 
-def _run_fit(root: Path, run_dir: Path, resume: bool = False) -> subprocess.Popen:
+def _run_fit(root: Path, run_dir: Path, resume: bool = False, marker: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", _FIT_SCRIPT, str(root), str(run_dir), "1" if resume else "0"],
+        [sys.executable, "-c", _FIT_SCRIPT, str(root), str(run_dir), "1" if resume else "0", str(marker or "")],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
@@ -150,24 +162,29 @@ def test_training_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(dem
     assert full.wait(timeout=600) == 0, full.stderr.read().decode()[-3000:]
     full.stderr.close()
 
-    cut_dir = tmp_path / "cut"
-    cut = _run_fit(demo_root, cut_dir)
+    # Kill at a random step strictly inside epoch 2 (not at an epoch boundary, where last.pt was just written).
+    step = random.Random().randint(2, ROWS // BATCH - 2)
+    kill_at = ROWS + step * BATCH  # training images served when the kill is sent
+    cut_dir, marker = tmp_path / "cut", tmp_path / "served"
+    cut = _run_fit(demo_root, cut_dir, marker=marker)
+    _kill_when(cut, lambda: marker.exists() and marker.stat().st_size >= kill_at, timeout=300)
+    served = marker.stat().st_size
+    assert ROWS + BATCH < served < 2 * ROWS, f"step {step}: the kill landed outside epoch 2 ({served} served)"
+    assert len(pd.read_csv(cut_dir / "history.csv")) == 1, f"step {step}"
+    last = torch.load(cut_dir / "last.pt", weights_only=True)
+    assert last["epoch"] == 0, "last.pt holds the state after epoch 1"
 
-    def in_second_epoch() -> bool:
-        history = cut_dir / "history.csv"
-        return history.exists() and len(pd.read_csv(history)) == 1
-
-    _kill_when(cut, in_second_epoch, timeout=300)
-    time.sleep(0.3)  # well inside epoch 2 (the kill above already happened at its very start)
-    assert len(pd.read_csv(cut_dir / "history.csv")) == 1
-    assert not list(cut_dir.glob("*.tmp")), "a half-written file was left behind"
-
+    # A kill inside atomic_write leaves its temporary file: the resumed run removes it.
+    stale = cut_dir / ".last.pt.k1ll3d.tmp"
+    stale.write_bytes((cut_dir / "last.pt").read_bytes()[:1000])
     resumed = _run_fit(demo_root, cut_dir, resume=True)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-3000:]
     resumed.stderr.close()
+    assert not stale.exists(), "the stale temporary checkpoint is still there"
+    assert not list(cut_dir.glob(f"*{TMP_SUFFIX}")), list(cut_dir.glob(f"*{TMP_SUFFIX}"))
     expected = pd.read_csv(tmp_path / "full" / "history.csv").drop(columns=timing)
     got = pd.read_csv(cut_dir / "history.csv").drop(columns=timing)
-    pd.testing.assert_frame_equal(expected, got, check_exact=True)
+    pd.testing.assert_frame_equal(expected, got, check_exact=True, obj=f"history (killed at epoch 2 step {step})")
     assert "resumed from" in (cut_dir / "train.log").read_text()
 
 

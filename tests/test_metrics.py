@@ -30,3 +30,23 @@ def test_st1_score_is_mean_top1_and_st2_score_is_acsa():
     assert m2["score"] == pytest.approx((1.0 + 0.5) / 2)
     assert m2["heads"]["Color"]["per_class"]["Coral"] == pytest.approx(0.5)
     assert m2["heads"]["Color"]["per_class"]["Black"] is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_acsa_equals_scikit_learn_balanced_accuracy_on_random_labels(seed):
+    """Random imbalanced labels over 18 classes, some absent from y_true (absent classes do not count) and
+    predictions that are right about half the time."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(seed)
+    present = rng.choice(18, size=int(rng.integers(5, 18)), replace=False)
+    y_true = rng.choice(present, size=500, p=rng.dirichlet(np.ones(len(present))))
+    y_pred = np.where(rng.random(500) < 0.5, y_true, rng.integers(0, 18, 500))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns about predicted classes absent from y_true
+        expected = balanced_accuracy_score(y_true, y_pred)
+    assert acsa(y_true, y_pred, 18) == pytest.approx(expected, abs=1e-12)
+    assert task_metrics(ST2, y_true[:, None], y_pred[:, None])["score"] == pytest.approx(expected, abs=1e-12)
+    assert acsa(y_true, y_pred, 18) != pytest.approx(float(np.mean(y_true == y_pred)), abs=1e-3), "ACSA is not top-1"

@@ -1,7 +1,8 @@
 """Every notebook runs headlessly under papermill with the small parameters of notebook_overrides.yaml.
 
 The runs go to the session's temp outputs folder; afterwards the raw data must be byte-identical and nothing
-may have been written outside the run folders and the derived-image folders.
+may have been written outside the run folders and the derived-image folders: not into the project's source
+tree, nor into its outputs/ and data/ (where a write that ignored $FH_OUTPUTS or the data root would land).
 """
 
 from __future__ import annotations
@@ -27,13 +28,33 @@ def _tree_hash(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in files}
 
 
-def _project_files() -> set[str]:
-    skip = {".git", ".venv", "outputs", "data", ".pytest_cache", ".ruff_cache"}
-    out = set()
+def _project_files() -> dict[str, tuple[int, int] | None]:
+    """Every file of the project tree; under outputs/ and data/ (where a misrouted write lands: a run folder,
+    a derived-image folder) with its size and mtime, so an overwritten file counts as well as a new one."""
+    skip = {".git", ".venv", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints"}
+    out: dict[str, tuple[int, int] | None] = {}
     for dirpath, dirnames, filenames in os.walk(PROJECT_ROOT):
         dirnames[:] = [d for d in dirnames if d not in skip and d != "__pycache__" and not d.endswith(".egg-info")]
-        out.update(str(Path(dirpath, f).relative_to(PROJECT_ROOT)) for f in filenames)
+        for f in filenames:
+            path = Path(dirpath, f)
+            rel = path.relative_to(PROJECT_ROOT)
+            if rel.parts[0] in ("outputs", "data"):
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # another process's temporary file, renamed meanwhile
+                    continue
+                out[str(rel)] = (stat.st_size, stat.st_mtime_ns)
+            else:
+                out[str(rel)] = None  # source files: only their names (an editor may touch them meanwhile)
     return out
+
+
+def _tree_changes(before: dict, after: dict, names: set[str]) -> list[str]:
+    """Files added, removed or rewritten: any outside outputs/ and data/; there, those under a folder named in
+    ``names`` (the test runs' folders, the test data's derived folders: where their misrouted writes would
+    land). Other writes there come from whatever else runs on the machine (a user's training, a benchmark)."""
+    changed = sorted(k for k in set(before) | set(after) if before.get(k, "absent") != after.get(k, "absent"))
+    return [k for k in changed if Path(k).parts[0] not in ("outputs", "data") or names & set(Path(k).parts[:-1])]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -70,7 +91,10 @@ def executed(demo_root, _outputs_in_tmp) -> dict[str, Path]:
         run_notebook(NOTEBOOKS_DIR / run["notebook"], runs_root / folder / run["notebook"], params, html=False)
         folders[folder] = runs_root / folder
     assert _tree_hash(demo_root) == before_data, "raw data was modified"
-    assert _project_files() == before_project, "a run wrote into the project tree"
+    ours = {str(run["parameters"].get("run_name") or run["parameters"]["run_dir"]) for run in RUNS}
+    derived = {f"{demo_root.name}_nobg"}  # notebook 02's tree (the test runs build no crop cache)
+    changed = _tree_changes(before_project, _project_files(), ours | derived)
+    assert not changed, f"a run wrote into the project tree (outputs/ and data/ included): {changed[:10]}"
     new_siblings = {p.name for p in demo_root.parent.iterdir()} - before_siblings
     assert all(n.startswith(demo_root.name + "_") for n in new_siblings), new_siblings
     return folders

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -395,36 +395,24 @@ class _Settings:
     jpeg_quality: int = JPEG_QUALITY
 
 
-def _find_csv_dir(root: Path) -> tuple[Path, list[tuple[str, Path]]]:
-    """The folder holding the CSVs (``root`` or ``root/Dataset``) and its ``(split, csv)`` pairs."""
-    from fh_utils.data.reader import find_data_dir
-
-    folder = find_data_dir(root)  # the data layer's one rule for where the CSVs live
-    found = [(s, folder / t.csv_name(s)) for t in TASKS.values() for s in SPLITS]
-    return folder, [(s, p) for s, p in found if p.is_file()]
-
-
 def _list_jobs(data_root: str | Path) -> list[_Job]:
     """Every image of the train/val CSVs once, with the union of its boxes (ST1 and ST2 pools overlap).
 
-    The only place that reads the CSVs, so a validated reader can replace it.
+    The CSVs are read by the data layer's validated reader (:func:`fh_utils.data.reader.read_split`), so a
+    bad box or an ``image_name`` outside the images folder stops the run with a file:line report. Images
+    are not opened here: an unreadable or missing one is reported per file by the run, not fatal.
     """
-    import pandas as pd  # not needed by the pool workers, which import this module too
+    from fh_utils.data.reader import find_data_dir, read_split  # pandas: not needed by the pool workers
 
-    folder, csvs = _find_csv_dir(Path(data_root))
+    folder = find_data_dir(data_root)  # the data layer's one rule for where the CSVs live
     boxes: dict[tuple[str, str], set[Box]] = {}
-    for split, csv in csvs:
-        df = pd.read_csv(
-            csv, usecols=["image_name", *BOX_COLUMNS], dtype={"image_name": str}, encoding="utf-8-sig"
-        )
-        for name, *box in df.itertuples(index=False, name=None):
-            name = str(name).strip()
-            parts = PurePosixPath(name).parts
-            if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
-                raise ValueError(f"{csv}: unsafe image_name {name!r}")
-            entry = boxes.setdefault((split, name), set())
-            if all(pd.notna(v) for v in box):
-                entry.add(tuple(int(round(float(v))) for v in box))
+    for name, task in TASKS.items():
+        for split in SPLITS:
+            if not (folder / task.csv_name(split)).is_file():
+                continue
+            df = read_split(data_root, name, split, check_images=False)
+            for image_name, *box in df[["image_name", *BOX_COLUMNS]].itertuples(index=False, name=None):
+                boxes.setdefault((split, image_name), set()).add(tuple(int(v) for v in box))
     return [
         _Job(f"{split}/{name}", str(folder / split / name), tuple(sorted(b)))
         for (split, name), b in sorted(boxes.items())

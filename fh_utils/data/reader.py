@@ -15,7 +15,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
@@ -207,6 +207,15 @@ def _column_problems(
     return problems
 
 
+def _unsafe_name(name: str) -> str | None:
+    """Why ``image_name`` would reach outside the images folder (absolute or ``..``), or None if it stays inside."""
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor:
+        return f"image_name {name!r} is an absolute path; it must be relative to the images folder"
+    if ".." in re.split(r"[/\\]", name):
+        return f"image_name {name!r} escapes the images folder ('..'); it must stay inside it"
+    return None
+
+
 def _row_problems(
     path: Path, df: pd.DataFrame, task: Task, has_labels: bool, img_dir: Path, check_images: bool
 ) -> tuple[dict[int, list[str]], list[tuple[int, int] | None]]:
@@ -235,11 +244,14 @@ def _row_problems(
                 msgs.append(_not_an_int(col, text, "pixel coordinate"))
             box.append(value)
         size = None
-        if name.lower() not in _MISSING:
+        unsafe = _unsafe_name(name) if name.lower() not in _MISSING else None
+        if unsafe is not None:  # never looked up: the file it names is not ours to read
+            msgs.append(unsafe)
+        elif name.lower() not in _MISSING and check_images:
             img_path = img_dir / name
             if not img_path.is_file():
                 msgs.append(f"image not found: {img_path}")
-            elif check_images:
+            else:
                 try:
                     size = image_size(img_path)
                 except ImageLoadError as err:
