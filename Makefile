@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Set here for every process the workbook starts (the package itself never writes os.environ): no
+# albumentations update check; OpenMP threads that sleep instead of spinning while they wait (spinning threads
+# starve a DataLoader worker or a second kernel on a small machine). HF_HUB_OFFLINE is left to the user:
+# pretrained=True reads the Hugging Face cache first and asks the hub only when it answers within seconds.
 export NO_ALBUMENTATIONS_UPDATE := 1
-export HF_HUB_OFFLINE ?= 1
+export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install test test-all demo lab bench lint format clean
@@ -28,8 +32,14 @@ test-all: $(STAMP)  ## everything, slow tests included
 demo: $(STAMP)  ## the main job: demo data, then notebooks 01-05 for both tasks
 	$(BIN)/python -m fh_utils demo
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+# JupyterLab on the repository (outputs/ is browsable too), opened at notebooks/, the workbook's kernel preselected:
+# JUPYTER_PATH puts its kernelspec before any other "python3"; IPC sockets instead of TCP ports for the kernels
+# (no "running over TCP without encryption" warning); --allow-root only as root (containers). The server in
+# tests/test_jupyterlab.py starts with the same flags (a test checks this recipe).
+lab: $(STAMP)  ## JupyterLab at notebooks/ with the "Python 3 (fashion-how)" kernel
+	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/jupyter lab --ServerApp.root_dir=. \
+		--LabApp.default_url=/lab/tree/notebooks --MappingKernelManager.default_kernel_name=python3 \
+		--KernelManager.transport=ipc $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)  ## benchmarks (not part of make test); results go to benchmarks/RESULTS.md by hand
 	$(BIN)/python -m benchmarks.run_all

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# The test process's environment, as the Makefile and the papermill runner set it for theirs (the package never
+# writes os.environ): sleeping OpenMP threads (spinning ones starve the kernels and workers the tests start),
+# no albumentations update check, no hub (tests build models with pretrained=False or a local cache). Set in
+# pytest_configure, before any test module imports torch.
+TEST_ENV = {"MPLBACKEND": "Agg", "OMP_WAIT_POLICY": "PASSIVE", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for key, value in TEST_ENV.items():
+        os.environ.setdefault(key, value)
 
 # Scale of the session's demo dataset: big enough to learn from, small enough for CI.
 TEST_DEMO_SCALE = 0.3

@@ -8,8 +8,6 @@ checkpoint so :func:`load_model` rebuilds it without any other file.
 from __future__ import annotations
 
 import io
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from torch import nn
 
 from fh_utils.data.colorspaces import check_spaces, color_space_stats
 from fh_utils.models import colornet  # noqa: F401  (registers fh_colornet with timm)
+from fh_utils.models.pretrained import PretrainedUnavailableError, resolve_pretrained  # noqa: F401  (re-exported)
 from fh_utils.tasks import Task, get_task
 
 DEFAULT_BACKBONE = "eva02_tiny_patch14_224.mim_in22k"
@@ -26,10 +25,6 @@ DEFAULT_BACKBONE = "eva02_tiny_patch14_224.mim_in22k"
 
 class RulesError(ValueError):
     """The model breaks a competition rule of its task (size budget, pretrained weights)."""
-
-
-class PretrainedUnavailableError(RuntimeError):
-    """Pretrained weights were asked for from the hub but cannot be fetched (offline)."""
 
 
 class FashionHowNet(nn.Module):
@@ -91,53 +86,16 @@ def state_dict_size_mb(model: nn.Module) -> float:
     return buf.tell() / 1e6
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-
-def _pretrained_help(backbone: str) -> str:
-    repo = backbone if "/" in backbone else f"timm/{backbone}"
-    return (
-        f"pretrained=True fetches {repo} from the Hugging Face hub, which cannot be reached here "
-        f"(offline is the default: HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}). On a machine with network "
-        f"run `huggingface-cli download {repo} model.safetensors --local-dir weights/`, copy the file here and "
-        "pass pretrained='weights/model.safetensors' (a .pth or .safetensors path); or set HF_HUB_OFFLINE=0 "
-        "where the hub is reachable."
-    )
-
-
 def _create_backbone(backbone: str, pretrained: bool | str | Path, img_size: int, in_chans: int) -> nn.Module:
-    kwargs: dict[str, Any] = dict(num_classes=0, in_chans=in_chans)
-    if isinstance(pretrained, (str, Path)) and str(pretrained):
-        path = Path(pretrained).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights file not found: {path} (expected a .pth or .safetensors)")
-        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
-    elif pretrained is True:
-        if not _hub_offline() and not _hub_reachable():
-            raise PretrainedUnavailableError(_pretrained_help(backbone))
-        kwargs.update(pretrained=True)
+    # The weights file is resolved first (cache, hub, or a clear error within seconds: models/pretrained.py),
+    # so timm itself only ever reads a local file.
+    kwargs: dict[str, Any] = dict(num_classes=0, in_chans=in_chans, **resolve_pretrained(backbone, pretrained))
     try:
-        try:
-            return timm.create_model(backbone, img_size=img_size, **kwargs)
-        except TypeError as err:
-            if "img_size" not in str(err):
-                raise
-            return timm.create_model(backbone, **kwargs)  # CNNs take any size and have no img_size argument
-    except Exception as err:  # the hub client raises its own error types (e.g. LocalEntryNotFoundError)
-        if pretrained is True:
-            raise PretrainedUnavailableError(
-                _pretrained_help(backbone) + f" (hub error: {type(err).__name__}: {err})"
-            ) from err
-        raise
+        return timm.create_model(backbone, img_size=img_size, **kwargs)
+    except TypeError as err:
+        if "img_size" not in str(err):
+            raise
+        return timm.create_model(backbone, **kwargs)  # CNNs take any size and have no img_size argument
 
 
 def create_model(
@@ -159,8 +117,9 @@ def create_model(
     Args:
         task: Task description or name (``"st1"``, ``"st2"``).
         backbone: Any timm model name.
-        pretrained: ``False``; a path to a ``.pth``/``.safetensors`` file (works offline); or ``True`` (the hub;
-            fails within seconds with instructions when the hub cannot be reached).
+        pretrained: ``False``; a path to a ``.pth``/``.safetensors`` file; or ``True``: the Hugging Face cache
+            (works offline), else the hub when it answers within seconds, else a :class:`PretrainedUnavailableError`
+            saying how to get the file (:mod:`fh_utils.models.pretrained`).
         img_size: Input side, px.
         in_chans: Input channels (default ``3 * len(color_spaces)``).
         color_spaces: Colour spaces the data pipeline stacks, e.g. VCL's ``("rgb","hsv","lab","hls","yuv")``.
@@ -178,7 +137,7 @@ def create_model(
     Raises:
         RulesError: Pretrained weights for a task that forbids them, or a model over the size budget.
         ValueError: The backbone cannot run at ``img_size``.
-        PretrainedUnavailableError: ``pretrained=True`` with the hub unreachable.
+        PretrainedUnavailableError: ``pretrained=True`` with nothing cached and the hub off or unreachable.
     """
     task = get_task(task, data_root)
     color_spaces = check_spaces(color_spaces)

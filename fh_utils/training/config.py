@@ -45,6 +45,8 @@ class TrainConfig:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         threads: torch CPU threads (0: the cores the data workers leave free).
         seed: Seed of everything random in an epoch (re-seeded from ``(seed, epoch)``).
+        distill_alpha: Weight of the teacher's soft term when ``fit`` is given a teacher (0..1).
+        distill_temperature: Softmax temperature of the distillation term.
     """
 
     epochs: int = 30
@@ -70,6 +72,8 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     seed: int = 0
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

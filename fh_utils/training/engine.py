@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fh_utils.data.datasets import seed_epoch
+from fh_utils.io import TMP_SUFFIX
 from fh_utils.runs import (
     BEST_CKPT,
     CONFIG_FILE,
@@ -303,6 +304,8 @@ class _Loop:
     criterion: nn.Module
     step_model: nn.Module
     progress: bool
+    teacher: nn.Module | None = None  # frozen, never part of the saved state (fh_utils.training.distill)
+    distill: nn.Module | None = None
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -320,6 +323,7 @@ def fit(
     sections: dict[str, dict] | None = None,
     extra_metrics: dict | None = None,
     callbacks: list[EpochCallback] | None = None,
+    teacher: Any = None,
     **overrides: Any,
 ) -> FitResult:
     """Train ``model`` on ``loaders["train"]``, evaluating on ``loaders["val"]`` after every epoch.
@@ -341,6 +345,11 @@ def fit(
         extra_metrics: Merged into ``metrics.json`` (e.g. the colour baseline's score).
         callbacks: Called with each epoch's history row after it is saved; a callback may raise to stop
             the run (``optuna.TrialPruned``), which leaves ``last.pt`` valid.
+        teacher: Distil from this teacher (:func:`fh_utils.training.distill.build_teacher`: run folders, a
+            comma-separated string of them, ``"<timm name>@<weights file>"``, or models; several make an ensemble
+            teacher). It runs online in eval mode on each augmented batch; the loss becomes
+            ``(1 - distill_alpha) * CE + distill_alpha * T**2 * KL`` and ``history.csv`` gets ``train_ce`` and
+            ``train_kd``. The teacher is rebuilt on resume and never saved with the student.
         **overrides: Fields of :class:`TrainConfig` overriding ``config`` (an unknown name is an error).
 
     Returns:
@@ -354,15 +363,20 @@ def fit(
         raise ValueError("loss='logit_adjust' needs class_priors: pass engine.class_priors(train targets, task)")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(run_dir)
     device = resolve_device(cfg.device)
     threads = set_threads(loaders["train"].num_workers, cfg.threads or None) if device.type == "cpu" else None
     handler = _run_logger(run_dir)
     try:
         loop, state = _setup(model, loaders["train"], cfg, task, device, class_priors, progress)
+        if teacher is not None and not (isinstance(teacher, (str, list, tuple)) and len(teacher) == 0):
+            _setup_distillation(loop, teacher, model)
+            sections = {**(sections or {}), "teacher": loop.teacher.describe()}
         last_path = run_dir / LAST_CKPT
         if resume and last_path.exists():
             state.load_state_dict(torch.load(last_path, map_location=device, weights_only=True))
             log.info("resumed from %s at epoch %d", last_path, state.epoch + 1)
+            _warn_if_teacher_dropped(run_dir, loop)
         runtime = {"device": str(device), "amp_dtype": str(loop.amp_dtype), "channels_last": loop.channels_last,
                    "torch_threads": threads, "train_rows": len(loaders["train"].dataset),
                    "val_rows": len(loaders["val"].dataset) if "val" in loaders else 0}  # fmt: skip
@@ -374,6 +388,32 @@ def fit(
         handler.close()
     metrics = read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else {}
     return FitResult(run_dir, pd.DataFrame(state.history), metrics, model)
+
+
+def _remove_stale_tmp(run_dir: Path) -> None:
+    # A process killed inside atomic_write leaves its temporary file (".last.pt.<random>.tmp"): never read,
+    # but it holds a checkpoint's worth of disk and would pile up over many interruptions.
+    for stale in run_dir.glob(f".*{TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+
+
+def _setup_distillation(loop: _Loop, teacher: Any, student: nn.Module) -> None:
+    from fh_utils.training.distill import DistillationLoss, build_teacher
+
+    loop.teacher = build_teacher(teacher, loop.task, student, loop.device)
+    if loop.channels_last:
+        loop.teacher = loop.teacher.to(memory_format=torch.channels_last)
+    loop.distill = DistillationLoss(loop.criterion, loop.cfg.distill_alpha, loop.cfg.distill_temperature)
+    log.info("distilling from %s (alpha %g, T %g)", ", ".join(loop.teacher.sources), loop.cfg.distill_alpha,
+             loop.cfg.distill_temperature)  # fmt: skip
+
+
+def _warn_if_teacher_dropped(run_dir: Path, loop: _Loop) -> None:
+    # The teacher is not in last.pt (only the student is saved): a resume must be given it again.
+    before = read_json(run_dir / CONFIG_FILE).get("teacher") if (run_dir / CONFIG_FILE).exists() else None
+    if before and loop.teacher is None:
+        log.warning("this run was distilled from %s; resuming without a teacher trains on labels only from here "
+                    "(pass the same teacher to continue the distillation)", ", ".join(before.get("members", [])))
 
 
 def _resolve_task(model: nn.Module, task: Task | str | None) -> Task:
@@ -409,14 +449,22 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
     state.model.train()
     start = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0.0, 0
+    terms = {"train_ce": 0.0, "train_kd": 0.0}
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False, disable=not loop.progress)
     for i, (x, y) in enumerate(bar):
         x, y = x.to(loop.device, non_blocking=True), y.to(loop.device, non_blocking=True)
         if loop.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if loop.teacher is not None:
+            with torch.inference_mode(), loop.autocast():
+                soft = loop.teacher.probabilities(x, loop.cfg.distill_temperature)
+            soft = {k: v.clone() for k, v in soft.items()}  # inference tensors cannot be saved for backward
         with loop.autocast():
             out = loop.step_model(x)
-            loss = loop.criterion(out, y)
+            if loop.distill is not None:
+                loss, hard_term, soft_term = loop.distill(out, y, soft)
+            else:
+                loss = loop.criterion(out, y)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         if cfg.grad_clip:
@@ -429,14 +477,20 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
             state.ema.update(state.model, step=state.epoch * len(loader) + i)
         with torch.no_grad():
             loss_sum += float(loss) * len(y)
+            if loop.distill is not None:
+                terms["train_ce"] += float(hard_term) * len(y)
+                terms["train_kd"] += float(soft_term) * len(y)
             correct += float(np.mean([(out[h.column].argmax(1) == y[:, j]).float().mean().item()
                                       for j, h in enumerate(task.heads)])) * len(y)  # fmt: skip
             seen += len(y)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", top1=f"{correct / seen:.3f}")
     seconds = time.perf_counter() - start
-    return {"epoch": state.epoch + 1, "lr": state.optimizer.param_groups[0]["lr"],
-            "train_loss": loss_sum / max(1, seen), "train_top1": correct / max(1, seen),
-            "train_img_per_s": seen / max(seconds, 1e-9)}  # fmt: skip
+    row = {"epoch": state.epoch + 1, "lr": state.optimizer.param_groups[0]["lr"],
+           "train_loss": loss_sum / max(1, seen), "train_top1": correct / max(1, seen),
+           "train_img_per_s": seen / max(seconds, 1e-9)}  # fmt: skip
+    if loop.distill is not None:  # both terms of the distillation loss, before the alpha weighting
+        row.update({k: v / max(1, seen) for k, v in terms.items()})
+    return row
 
 
 def _train_epochs(loop: _Loop, state: TrainingState, loaders, run_dir: Path, extra_metrics: dict, callbacks) -> None:
