@@ -18,7 +18,7 @@ from benchmarks.common import ROOT, report
 from fh_utils.data.datasets import create_loaders
 from fh_utils.models.factory import create_model, load_model
 from fh_utils.training.baseline import baseline_for_loaders
-from fh_utils.training.engine import evaluate, fit, seed_everything, set_threads
+from fh_utils.training.engine import class_priors, evaluate, fit, seed_everything, set_threads
 from fh_utils.training.metrics import acsa
 
 SEED_RECIPE = dict(backbone="eva02_tiny_patch14_224.mim_in22k", imbalance="sampler", label_smoothing=0.1,
@@ -52,17 +52,21 @@ def run_recipe(
     name: str, recipe: dict, args: argparse.Namespace, seed: int, out: Path, base_proba: np.ndarray
 ) -> dict:
     spaces = recipe.get("color_spaces", ("rgb",))
+    sampler = "balanced" if recipe["imbalance"] == "sampler" else "shuffle"
     loaders = create_loaders(args.data_root, "st2", img_size=args.img_size, batch_size=args.batch_size,
-                             imbalance=recipe["imbalance"], color_spaces=spaces, cache=True,
-                             cache_dir=out / "cache", seed=seed)  # fmt: skip
+                             sampler=sampler, color_spaces=spaces, cache=True, cache_dir=str(out / "cache"),
+                             seed=seed)  # fmt: skip
     seed_everything(seed)
     model = create_model("st2", recipe["backbone"], img_size=args.img_size, color_spaces=spaces,
                          color_hist=recipe.get("color_hist", False), data_root=args.data_root)  # fmt: skip
-    train_keys = {k: v for k, v in recipe.items() if k not in MODEL_KEYS}
+    train_keys = {k: v for k, v in recipe.items() if k not in MODEL_KEYS + ("imbalance",)}
+    loss = "logit_adjust" if recipe["imbalance"] == "logit_adjust" else "ce"
+    task = loaders["train"].dataset.task
+    priors = class_priors(loaders["train"].dataset.targets, task) if loss == "logit_adjust" else None
     start = time.perf_counter()
     run_dir = out / f"{name}-seed{seed}"
-    res = fit(model, loaders, run_dir, dict(epochs=args.epochs, seed=seed, color_baseline=False, **train_keys),
-              progress=False)  # fmt: skip
+    res = fit(model, loaders, run_dir, dict(epochs=args.epochs, seed=seed, loss=loss, **train_keys),
+              progress=False, class_priors=priors)  # fmt: skip
     wall = time.perf_counter() - start
     best = evaluate(load_model(run_dir), loaders["val"], "st2", device="cpu", progress=False)
     y = best["targets"][:, 0]
@@ -85,7 +89,7 @@ def main() -> None:
     set_threads(0)
     out = Path(args.out)
     loaders = create_loaders(args.data_root, "st2", img_size=args.img_size, batch_size=args.batch_size,
-                             cache=True, cache_dir=out / "cache")  # fmt: skip
+                             cache=True, cache_dir=str(out / "cache"))  # fmt: skip
     task = loaders["train"].dataset.task
     base = baseline_for_loaders(loaders, task, progress=False)
     results = {"baseline": {"acsa": round(base.score, 4), "wall_s": round(base.seconds, 1)}}

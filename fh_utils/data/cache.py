@@ -5,6 +5,13 @@ of a few hundred pixels. :class:`FileSource` decodes JPEGs at a reduced size whe
 :class:`CachedSource` does that once per image and stores the crop, resized to the training size plus
 headroom, as a small ``.npy`` file keyed by the source path, size, mtime, box and the cache parameters, so
 a changed source or parameter simply misses the cache.
+
+One preprocessing, two paths: :func:`fh_utils.data.datasets.build_source` gives a :class:`FileSource` the
+same ``size`` as the cache, so decoding a file (notebook 05, ``cache=False``) returns exactly the array the
+cache stores (decode at the same reduction, crop, one INTER_AREA resize to the cache side), and the
+transform's resize to the input size follows either way: the validation score in ``metrics.json`` and the
+submission's score agree bit for bit (``tests/test_preprocessing.py``). What the cache stores did not change
+with this, so ``CACHE_VERSION`` stays 1.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ class FileSource:
         target_size: Side the crop will be resized to; JPEGs are decoded at 1/2, 1/4 or 1/8 scale while the
             crop stays at least this large. ``None`` decodes at full size.
         background: Colour transparent pixels are composited onto.
+        size: Resize every crop (or whole image) to ``size x size`` with INTER_AREA, as the cache stores it;
+            ``None`` returns it at its decoded size.
     """
 
     def __init__(
@@ -65,17 +74,19 @@ class FileSource:
         margin: float = 0.0,
         target_size: int | None = None,
         background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+        size: int | None = None,
     ):
         self.specs = specs
         self.margin = margin
         self.target_size = target_size
         self.background = background
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.specs)
 
     def get(self, index: int, crop: bool) -> np.ndarray:
-        """Return the RGB uint8 crop (``crop=True``) or whole image of row ``index``."""
+        """Return the RGB uint8 crop (``crop=True``) or whole image of row ``index`` (``size`` square if set)."""
         spec = self.specs[index]
         x0, y0, x1, y1 = spec.box
         reduce = 1
@@ -84,9 +95,11 @@ class FileSource:
             extent = min(x1 - x0, y1 - y0)
             reduce = reduce_factor(extent, self.target_size)
         img = load_image(spec.path, background=self.background, reduce=reduce)
-        if not crop:
-            return img
-        return crop_box(img, spec.box, margin=self.margin, scale=1.0 / reduce)
+        if crop:
+            img = crop_box(img, spec.box, margin=self.margin, scale=1.0 / reduce)
+        if self.size:
+            img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        return img
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,15 @@ class CacheParams:
 def cache_size_for(img_size: int) -> int:
     """Side stored in the cache for a training size: headroom for scale/shift augmentation."""
     return int(round(img_size * HEADROOM))
+
+
+def file_source_for(specs: list[CropSpec], params: CacheParams) -> FileSource:
+    """The :class:`FileSource` that computes exactly what a cache with ``params`` stores.
+
+    Same decode reduction, margin, background and resize, so cached and uncached crops are equal bit for bit.
+    """
+    return FileSource(specs, margin=params.margin, target_size=params.size, background=params.background,
+                      size=params.size)  # fmt: skip
 
 
 def _entry_key(spec: CropSpec, crop: bool, params: CacheParams) -> str:
@@ -137,8 +159,8 @@ class CachedSource:
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.params = params
-        self._files = FileSource(specs, margin=params.margin, target_size=params.size,
-                                 background=params.background)  # fmt: skip
+        # The one preprocessing: an entry is exactly what a FileSource of the same size computes.
+        self._files = file_source_for(specs, params)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -151,8 +173,6 @@ class CachedSource:
     def build(self, index: int, crop: bool) -> np.ndarray:
         """Decode, crop, resize and store one entry; return it."""
         img = self._files.get(index, crop)
-        size = self.params.size
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
         path = self.entry_path(index, crop)
         path.parent.mkdir(exist_ok=True)
         _atomic_save(path, img)

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from fh_utils.data.datasets import FashionHowDataset
-from fh_utils.io import atomic_write, read_json
+from fh_utils.io import atomic_write, read_json, write_json
 from fh_utils.runs import BEST_CKPT, METRICS_FILE
 from fh_utils.tasks import Task
 from fh_utils.training.metrics import confusion_matrix
@@ -84,12 +84,24 @@ def attention_samples(
     return images, maps
 
 
+def record_tta(run_dir: str | Path, tta: str, result: dict) -> dict:
+    """Add the final evaluation's TTA mode and score to ``metrics.json`` (``"tta"``, ``"tta_score"``).
+
+    ``"score"`` stays the training's (no TTA); notebook 05 with the same ``tta`` scores ``"tta_score"``.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    metrics = read_json(path) if path.exists() else {}
+    metrics.update(tta=tta, tta_score=result["score"])
+    write_json(path, metrics)
+    return metrics
+
+
 def score_report(run_dir: str | Path, result: dict | None = None) -> str:
     """The closing lines of a training notebook: best validation score, and the colour baseline's (ST2)."""
     m = read_json(Path(run_dir) / METRICS_FILE)
     lines = [f"{m['task'].upper()} best val score ({m['metric']}): {m['score']:.4f} at epoch {m['epoch']}"]
     if result is not None:
-        lines.append(f"re-evaluated {BEST_CKPT}: {result['score']:.4f}")
+        lines.append(f"re-evaluated {BEST_CKPT} (tta {m.get('tta', 'none')}): {result['score']:.4f}")
     if m.get("baseline_score") is not None:
         lines.append(f"colour baseline (histograms + logistic regression): {m['baseline_score']:.4f}")
     lines.append(f"run folder: {run_dir}")

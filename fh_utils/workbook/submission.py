@@ -1,14 +1,25 @@
 """Notebook 05: predict any CSV in the FASHION-HOW layout offline on the CPU, as the scoring server does.
 
 Writes ``submission.csv`` (the official format) and ``submission_metrics.json`` (timing, size against the
-budget and, when the CSV has labels, the score) into the run folder, atomically.
+budget, the TTA mode and, when the CSV has labels, the score of the prediction and of every member) into the
+output folder, atomically.
+
+What is scored (``run_dir``): one run folder (``best.pt``); a saved ensemble (``ensemble.pt``) or int8 export
+(``model_int8.pt``) folder; several run folders, comma-separated; or a JSON file listing run folders (a list,
+or ``{"runs": [...]}``, e.g. the ``top_k.json`` of notebook 06). Several runs make an ST2 ensemble
+(:mod:`fh_utils.models.ensemble`): its probabilities are the (weighted) mean of the members', its size the sum
+of theirs, and it is saved as one ``ensemble.pt`` in its own run folder, which receives the submission. ST1
+refuses an ensemble (competition rule) unless ``enforce_rules=False``.
+
+Crops are made exactly as validation made them (:func:`fh_utils.data.datasets.build_source`), so a run
+scores here what its ``metrics.json`` recorded (with the same ``tta``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +27,50 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from fh_utils.data import reader as _data
 from fh_utils.data.datasets import create_dataset
 from fh_utils.io import atomic_write, read_json, write_json
-from fh_utils.models.factory import load_model, state_dict_size_mb, task_of_model
+from fh_utils.models.ensemble import (
+    ENSEMBLE_FILE,
+    Member,
+    average_probabilities,
+    build_ensemble,
+    check_budget,
+    load_ensemble,
+    member_from_run,
+    members_task,
+    save_ensemble,
+)  # fmt: skip
+from fh_utils.models.export import INT8_FILE, load_int8
+from fh_utils.models.factory import state_dict_size_mb
 from fh_utils.paths import runs_dir
-from fh_utils.runs import BEST_CKPT, CONFIG_FILE, config_task, latest_run
+from fh_utils.runs import BEST_CKPT, CONFIG_FILE, config_task, create_run_dir, latest_run
 from fh_utils.tasks import Task, get_task
-from fh_utils.training.engine import predict
 from fh_utils.training.metrics import task_metrics
+from fh_utils.training.tta import check_tta, with_tta
 from fh_utils.workbook.workflow import resolve_data_root
 
 SUBMISSION_FILE, SUBMISSION_METRICS_FILE = "submission.csv", "submission_metrics.json"
+MODEL_FILES = (BEST_CKPT, ENSEMBLE_FILE, INT8_FILE)
 
 
 @dataclass
 class SubmissionSetup:
-    """Resolved inputs of notebook 05."""
+    """Resolved inputs of notebook 05.
+
+    Attributes:
+        run_dir: Output folder: the run (or saved ensemble / int8 export) scored, or the new ensemble's folder.
+        task: The task.
+        csv: CSV to predict.
+        images_dir: Folder its image names are relative to.
+        threads: CPU threads for torch.
+        run_config: ``config.json`` of ``run_dir`` (empty for an ensemble of runs).
+        model_path: File the scoring loads (``best.pt``, ``ensemble.pt`` or ``model_int8.pt``).
+        tta: Test-time augmentation mode (:data:`fh_utils.training.tta.TTA_MODES`).
+        members: Source run folders of an ensemble (empty for one model).
+    """
 
     run_dir: Path
     task: Task
@@ -41,24 +78,75 @@ class SubmissionSetup:
     images_dir: Path
     threads: int
     run_config: dict
+    model_path: Path = Path()
+    tta: str = "none"
+    members: list[Path] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (
-            f"run dir    {self.run_dir}\ntask       {self.task.name}: {self.task.title}\n"
-            f"csv        {self.csv}\nimages     {self.images_dir}\n"
-            f"device     cpu, {self.threads} torch threads"
-        )
+        lines = [f"run dir    {self.run_dir}", f"task       {self.task.name}: {self.task.title}",
+                 f"model      {self.model_path.name}" + (f" ({len(self.members)} members)" if self.members else ""),
+                 f"csv        {self.csv}", f"images     {self.images_dir}",
+                 f"device     cpu, {self.threads} torch threads", f"tta        {self.tta}"]  # fmt: skip
+        lines += [f"member     {m}" for m in self.members]
+        return "\n".join(lines)
+
+
+def _model_file(folder: Path) -> Path | None:
+    return next((folder / f for f in MODEL_FILES if (folder / f).is_file()), None)
 
 
 def resolve_run_dir(run_dir: str | Path = "", task: str = "") -> Path:
-    """A run folder with ``best.pt``: a path, a run name under ``outputs/runs``, or ``""`` (the newest)."""
+    """A folder with a model file (``best.pt``, ``ensemble.pt``, ``model_int8.pt``).
+
+    ``run_dir`` is a path, a run name under ``outputs/runs``, or ``""`` (the newest run of ``task`` with ``best.pt``).
+    """
     if not str(run_dir):
         return latest_run(task or None, BEST_CKPT)
     path = Path(run_dir).expanduser()
     for candidate in (path, runs_dir() / str(run_dir)):
-        if (candidate / BEST_CKPT).is_file():
+        if _model_file(candidate) is not None:
             return candidate.resolve()
-    raise FileNotFoundError(f"no {BEST_CKPT} in {path} nor in {runs_dir() / str(run_dir)}")
+    raise FileNotFoundError(f"no {' / '.join(MODEL_FILES)} in {path} nor in {runs_dir() / str(run_dir)}")
+
+
+def _runs_from_json(path: Path) -> list[str]:
+    """Run folders listed in a JSON file: a list, or ``{"runs": [...]}``.
+
+    Entries are paths or dicts with ``run_dir`` / ``run`` / ``path``. Relative paths start at the JSON's folder,
+    then at ``outputs/runs``.
+    """
+    data = read_json(path)
+    entries = data.get("runs") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a list of run folders, or {{'runs': [...]}}, got {type(data).__name__}")
+    out = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            entry = next((entry[k] for k in ("run_dir", "run", "path") if k in entry), None)
+        if not isinstance(entry, str):
+            raise ValueError(f"{path}: cannot read a run folder from {entry!r}")
+        rel = path.parent / entry
+        out.append(str(rel) if not Path(entry).is_absolute() and _model_file(rel) else entry)
+    return out
+
+
+def resolve_run_dirs(run_dir: str | Path = "", task: str = "") -> list[Path]:
+    """The run folders of ``run_dir``: one folder, comma-separated folders, or a JSON file that lists them."""
+    text = str(run_dir).strip()
+    if text.endswith(".json") and "," not in text:
+        names = _runs_from_json(Path(text).expanduser())
+    else:
+        names = [t.strip() for t in text.split(",") if t.strip()] or [""]
+    return [resolve_run_dir(n, task) for n in names]
+
+
+def _parse_weights(weights: str | list[float] | tuple[float, ...] | None, n: int) -> list[float] | None:
+    if weights is None or weights == "" or weights == []:
+        return None
+    values = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
+    if len(values) != n:
+        raise ValueError(f"{len(values)} weights for {n} runs")
+    return values
 
 
 def _default_images_dir(csv: Path) -> Path:
@@ -74,20 +162,40 @@ def prepare_submission(
     test_csv: str = "",
     images_dir: str = "",
     threads: int = 0,
+    tta: str = "none",
+    weights: str | list[float] = "",
+    ensemble_name: str = "",
+    enforce_rules: bool = True,
 ) -> SubmissionSetup:
-    """Resolve notebook 05's parameters: the run, its task, the CSV to predict and its images, CPU threads.
+    """Resolve notebook 05's parameters: the model(s), their task, the CSV and its images, threads, TTA.
 
     ``test_csv = ""`` takes the val CSV of the task under ``data_root`` (``""``: the default data root).
+    Several runs (comma-separated, or a JSON list) are built into an ensemble, checked against the rules and
+    the size budget, and saved as ``ensemble.pt`` in a new run folder (``ensemble_name``, default
+    ``<timestamp>-<task>-ensemble<n>``) with ``manifest.json``; that folder receives the submission.
+
+    Raises:
+        fh_utils.models.factory.RulesError: An ST1 ensemble (unless ``enforce_rules=False``), or members over
+            the size budget.
     """
-    run = resolve_run_dir(run_dir, task)
-    config = read_json(run / CONFIG_FILE) if (run / CONFIG_FILE).exists() else {}
-    name = (
-        task
-        or config_task(config)
-        or torch.load(run / BEST_CKPT, map_location="cpu", weights_only=True)["model_config"]["task"]
-    )
-    if task and config_task(config) not in (None, task):
-        raise ValueError(f"task={task!r} but {run.name} was trained for {config_task(config)!r}")
+    tta = check_tta(tta)
+    runs = resolve_run_dirs(run_dir, task)
+    members: list[Path] = []
+    if len(runs) > 1:
+        ensemble = build_ensemble(runs, _parse_weights(weights, len(runs)), enforce_rules=enforce_rules)
+        name = members_task(ensemble).name
+        if task and task != name:
+            raise ValueError(f"task={task!r} but the runs were trained for {name!r}")
+        out = create_run_dir(ensemble_name or None, task=name, backbone=f"ensemble{len(runs)}")
+        model_path = save_ensemble(ensemble, out)
+        run, config, members = out, read_json(out / CONFIG_FILE), runs
+    else:
+        run = runs[0]
+        model_path = _model_file(run)
+        config = read_json(run / CONFIG_FILE) if (run / CONFIG_FILE).exists() else {}
+        name = task or config_task(config) or _checkpoint_task(model_path)
+        if task and config_task(config) not in (None, task):
+            raise ValueError(f"task={task!r} but {run.name} was trained for {config_task(config)!r}")
     if test_csv:
         csv = Path(test_csv).expanduser().resolve()
     else:
@@ -95,18 +203,55 @@ def prepare_submission(
         csv = _data.csv_path(root, get_task(name, root), "val")
     images = Path(images_dir).expanduser().resolve() if images_dir else _default_images_dir(csv)
     n_threads = threads or os.cpu_count() or 1
-    return SubmissionSetup(run, get_task(name, csv.parent), csv, images, n_threads, config)
+    return SubmissionSetup(run, get_task(name, csv.parent), csv, images, n_threads, config, model_path, tta, members)
+
+
+def _checkpoint_task(path: Path) -> str:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "model_config" in state:
+        return state["model_config"]["task"]
+    return state["task"]
+
+
+def load_members(model_path: str | Path) -> list[Member]:
+    """The members a model file holds: one for ``best.pt`` or ``model_int8.pt``, all of an ``ensemble.pt``."""
+    path = Path(model_path)
+    if path.name == ENSEMBLE_FILE:
+        return load_ensemble(path)
+    if path.name == INT8_FILE:
+        model, data = load_int8(path)
+        return [Member(model, data, 1.0, str(path.parent), state_dict_size_mb(model))]
+    return [member_from_run(path.parent)]
 
 
 @dataclass
 class SubmissionResult:
-    """Predictions of notebook 05 with their timing."""
+    """Predictions of notebook 05 with their timing.
+
+    Attributes:
+        submission: The official DataFrame (``image_name`` and one column per head).
+        rows: The validated CSV rows (labels when it has them).
+        members: The models that predicted (one, or an ensemble's).
+        task: The task.
+        seconds: Wall time of loading, reading and predicting.
+        probabilities: ``{column: (N, C)}`` of the prediction (the members' weighted mean).
+        member_probabilities: The same per member.
+        tta: Test-time augmentation mode.
+    """
 
     submission: pd.DataFrame
     rows: pd.DataFrame
-    model: torch.nn.Module
+    members: list[Member]
     task: Task
     seconds: float
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    member_probabilities: list[dict[str, np.ndarray]] = field(default_factory=list)
+    tta: str = "none"
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The first (for one model: the) member's network."""
+        return self.members[0].model
 
     def labels(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``(y_true, y_pred)`` arrays ``(N, n_heads)`` when the CSV has labels, else None."""
@@ -121,51 +266,108 @@ class SubmissionResult:
         return len(self.submission) / self.seconds if self.seconds > 0 else float("nan")
 
 
+def _predictions(task: Task, probs: dict[str, np.ndarray]) -> np.ndarray:
+    return np.stack([probs[h.column].argmax(1) for h in task.heads], 1).astype(np.int64)
+
+
+@torch.inference_mode()
+def predict_members(
+    members: list[Member],
+    rows: pd.DataFrame,
+    task: Task,
+    tta: str = "none",
+    batch_size: int = 64,
+    progress: bool = True,
+    root: str | Path = ".",
+) -> list[dict[str, np.ndarray]]:
+    """Every member's ``{column: (N, C) probabilities}`` for validated CSV rows, on the CPU.
+
+    Members that share an input (size, colour spaces, crop settings) share one pass over the crops; each gets
+    the crops its run validated on.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(m.input_key(), []).append(i)
+    out: list[dict[str, list]] = [{h.column: [] for h in task.heads} for _ in members]
+    for (img_size, spaces, margin, crop), idx in groups.items():
+        dataset = create_dataset(root, task, "test", train=False, df=rows, img_size=img_size,
+                                 augment="none", crop_prob=float(crop), crop_margin=margin,
+                                 color_spaces=spaces)  # fmt: skip
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+        models = [with_tta(members[i].model.cpu().eval(), tta) for i in idx]
+        for x, _ in tqdm(loader, desc="predict", leave=False, disable=not progress):
+            for i, model in zip(idx, models):
+                logits = model(x)
+                for h in task.heads:
+                    out[i][h.column].append(logits[h.column].float().softmax(1))
+    return [{k: torch.cat(v).numpy() for k, v in o.items()} for o in out]
+
+
 def predict_submission(setup: SubmissionSetup, batch_size: int = 64, progress: bool = True) -> SubmissionResult:
-    """Load the model, read the CSV and predict every row on the CPU, timed as the scoring server would."""
+    """Load the model(s), read the CSV and predict every row on the CPU, timed as the scoring server would."""
     torch.set_num_threads(setup.threads)
     start = time.perf_counter()
-    model = load_model(setup.run_dir, map_location="cpu")
-    task = task_of_model(model)
+    members = load_members(setup.model_path)
+    task = members_task(members)
     rows = _data.read_csv(setup.csv, task, setup.images_dir, labels_optional=True)
-    dc = model.input_config
-    data = setup.run_config.get("data", {})
-    dataset = create_dataset(
-        setup.csv.parent,
-        task,
-        "test",
-        train=False,
-        df=rows,
-        img_size=dc["img_size"],
-        augment="none",
-        crop_prob=float(data.get("crop_prob", 1.0) > 0),
-        crop_margin=data.get("crop_margin", 0.0),
-        color_spaces=tuple(dc["color_spaces"]),
-    )
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    submission = predict(model, loader, task, device="cpu", progress=progress)
-    return SubmissionResult(submission, rows, model, task, time.perf_counter() - start)
+    per_member = predict_members(members, rows, task, setup.tta, batch_size, progress, root=setup.csv.parent)
+    probs = average_probabilities(per_member, [m.weight for m in members])
+    frame = pd.DataFrame({"image_name": rows["image_name"].to_numpy()})
+    for j, h in enumerate(task.heads):
+        frame[h.key] = _predictions(task, probs)[:, j]
+    seconds = time.perf_counter() - start
+    return SubmissionResult(frame, rows, members, task, seconds, probs, per_member, setup.tta)
 
 
-def size_report(model: torch.nn.Module, task: Task) -> dict[str, Any]:
-    """Saved state-dict size against the task's budget."""
-    size = state_dict_size_mb(model)
+def size_report(result: SubmissionResult | torch.nn.Module, task: Task | None = None) -> dict[str, Any]:
+    """Saved size against the task's budget: the sum over an ensemble's members (or one model's state dict)."""
+    if isinstance(result, SubmissionResult):
+        members, task = result.members, result.task
+    else:
+        members = [Member(result, size_mb=state_dict_size_mb(result))]
+    size = check_budget(members, task, size_budget=False)
     budget = task.rules.size_budget_mb
     return {
         "size_mb": round(size, 3),
         "budget_mb": budget,
         "within_budget": size <= budget,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for m in members for p in m.model.parameters()),
+        "members": len(members),
     }
 
 
-def finish_submission(setup: SubmissionSetup, result: SubmissionResult) -> dict[str, Any]:
-    """Write ``submission.csv`` and ``submission_metrics.json`` into the run folder; return the metrics.
+def member_scores(result: SubmissionResult) -> pd.DataFrame | None:
+    """Score of every member and of their average on the CSV (None without labels); one row each."""
+    if not result.rows.attrs.get("has_labels"):
+        return None
+    y_true = result.rows[result.task.label_columns].to_numpy()
+    rows = []
+    for m, probs in zip(result.members, result.member_probabilities):
+        score = task_metrics(result.task, y_true, _predictions(result.task, probs))["score"]
+        rows.append({"member": Path(m.name).name or m.name, "weight": m.weight, "size_mb": round(m.size_mb, 3),
+                     "validated_score": m.score, "score": score})  # fmt: skip
+    if len(result.members) > 1:
+        score = task_metrics(result.task, y_true, _predictions(result.task, result.probabilities))["score"]
+        rows.append({"member": "ensemble", "weight": sum(m.weight for m in result.members),
+                     "size_mb": round(sum(m.size_mb for m in result.members), 3), "validated_score": None,
+                     "score": score})  # fmt: skip
+    return pd.DataFrame(rows)
 
-    The score (``task_metrics``) is computed when the CSV has labels; ``"score"`` is None otherwise.
+
+def finish_submission(setup: SubmissionSetup, result: SubmissionResult) -> dict[str, Any]:
+    """Write ``submission.csv`` and ``submission_metrics.json`` into the output folder; return the metrics.
+
+    The score (``task_metrics``) is computed when the CSV has labels; ``"score"`` is None otherwise. The TTA
+    mode and every member (its run, weight, size and, with labels, its own score) are recorded.
     """
     sub_path = setup.run_dir / SUBMISSION_FILE
     atomic_write(sub_path, lambda tmp: result.submission.to_csv(tmp, index=False))
+    scores = member_scores(result)
+    members = [{"run": m.name, "weight": m.weight, "size_mb": round(m.size_mb, 4), "validated_score": m.score}
+               for m in result.members]  # fmt: skip
+    if scores is not None:
+        for entry, score in zip(members, scores["score"]):
+            entry["score"] = float(score)
     out: dict[str, Any] = {
         "task": result.task.name,
         "metric": result.task.metric,
@@ -173,11 +375,14 @@ def finish_submission(setup: SubmissionSetup, result: SubmissionResult) -> dict[
         "csv": str(setup.csv),
         "images_dir": str(setup.images_dir),
         "submission": str(sub_path),
+        "model_file": str(setup.model_path),
+        "tta": result.tta,
         "rows": len(result.submission),
         "seconds": result.seconds,
         "images_per_s": result.images_per_s,
         "threads": setup.threads,
-        **size_report(result.model, result.task),
+        **size_report(result),
+        "member_list": members,
     }
     labels = result.labels()
     if labels is not None:

@@ -1,0 +1,188 @@
+"""ST2 ensembles: several trained runs as one file, their probabilities averaged (optionally weighted).
+
+An ensemble lives in its own folder ``outputs/runs/<name>/``: ``ensemble.pt`` (every member's weights,
+``model_config``, crop settings and weight; loadable alone with ``torch.load(weights_only=True)``),
+``manifest.json`` (the members: source run, score, size, weight) and ``config.json`` (the task). Its size is
+the sum of the members' saved state dicts, checked against the task's budget. ST1 forbids ensembles: building
+one is refused unless ``enforce_rules=False``.
+
+Members may differ in input size and colour spaces; :func:`fh_utils.workbook.submission.predict_submission`
+feeds each group of members that share an input its own crops (:meth:`Member.input_key`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fh_utils.io import atomic_write, read_json, write_json
+from fh_utils.models.factory import RulesError, load_model, model_from_config, state_dict_size_mb, task_of_model
+from fh_utils.tasks import Task
+
+ENSEMBLE_FILE, MANIFEST_FILE = "ensemble.pt", "manifest.json"
+DATA_KEYS = ("crop_margin", "crop_prob")
+
+
+@dataclass
+class Member:
+    """One model of a prediction: the network, how its crops are made, and its weight in the average.
+
+    Attributes:
+        model: The network (eval mode, CPU).
+        data: Crop settings of its run (``crop_margin``, ``crop_prob``).
+        weight: Relative weight of its probabilities.
+        name: Source run folder (or file).
+        size_mb: Its saved size, MB.
+        score: Its recorded validation score, when known.
+    """
+
+    model: nn.Module
+    data: dict[str, float] = field(default_factory=dict)
+    weight: float = 1.0
+    name: str = ""
+    size_mb: float = 0.0
+    score: float | None = None
+
+    def input_key(self) -> tuple:
+        """Members with equal keys can share one batch of crops."""
+        ic = self.model.input_config
+        return (int(ic["img_size"]), tuple(ic["color_spaces"]), float(self.data.get("crop_margin", 0.0)),
+                float(self.data.get("crop_prob", 1.0)) > 0)  # fmt: skip
+
+
+def _run_data(run_dir: Path) -> dict[str, float]:
+    config_path = run_dir / "config.json"
+    data = read_json(config_path).get("data", {}) if config_path.exists() else {}
+    return {k: float(data[k]) for k in DATA_KEYS if k in data}
+
+
+def member_from_run(run_dir: str | Path, weight: float = 1.0) -> Member:
+    """A :class:`Member` from a run folder's ``best.pt`` (its crop settings from ``config.json``)."""
+    run = Path(run_dir)
+    model = load_model(run, map_location="cpu")
+    metrics_path = run / "metrics.json"
+    score = read_json(metrics_path).get("score") if metrics_path.exists() else None
+    return Member(model, _run_data(run), float(weight), str(run), state_dict_size_mb(model), score)
+
+
+def check_ensemble_allowed(task: Task, n_members: int, enforce_rules: bool = True) -> None:
+    """Refuse an ensemble of several models for a task whose rules forbid it (ST1), unless ``enforce_rules=False``.
+
+    Raises:
+        RulesError: With the rule named.
+    """
+    if n_members > 1 and enforce_rules and not task.rules.ensembles_allowed:
+        raise RulesError(
+            f"{task.name}: the competition rules forbid ensembles for this sub-task (one model per submission; "
+            f"{n_members} runs given); submit one run, or pass enforce_rules=False to experiment outside the rules"
+        )
+
+
+def check_budget(members: list[Member], task: Task, size_budget: bool = True) -> float:
+    """Summed saved size of the members, MB; over the task's budget raises (unless ``size_budget=False``)."""
+    total = float(sum(m.size_mb for m in members))
+    if size_budget and total > task.rules.size_budget_mb:
+        sizes = ", ".join(f"{Path(m.name).name} {m.size_mb:.2f}" for m in members)
+        raise RulesError(
+            f"{task.name}: the ensemble's members sum to {total:.2f} MB ({sizes}), over the "
+            f"{task.rules.size_budget_mb:g} MB budget; drop members or pass size_budget=False"
+        )
+    return total
+
+
+def members_task(members: list[Member]) -> Task:
+    """The one task of all members (they must agree, class names included)."""
+    tasks = {json.dumps([m.model.model_config["task"], m.model.model_config.get("class_names")]) for m in members}
+    if len(tasks) != 1:
+        raise ValueError(f"ensemble members were trained for different tasks or classes: {sorted(tasks)}")
+    return task_of_model(members[0].model)
+
+
+def build_ensemble(
+    run_dirs: list[str | Path],
+    weights: list[float] | None = None,
+    enforce_rules: bool = True,
+    size_budget: bool = True,
+) -> list[Member]:
+    """Load the members of an ensemble from run folders, check the rules and the budget.
+
+    Args:
+        run_dirs: Run folders (each with ``best.pt``).
+        weights: One weight per run (default: equal); normalised when averaging.
+        enforce_rules: Refuse an ensemble for a task that forbids it (ST1).
+        size_budget: Refuse members whose summed size exceeds the task's budget.
+
+    Raises:
+        RulesError: ST1 ensemble with ``enforce_rules``, or over the size budget.
+    """
+    weights = list(weights) if weights else [1.0] * len(run_dirs)
+    if len(weights) != len(run_dirs):
+        raise ValueError(f"{len(weights)} weights for {len(run_dirs)} runs")
+    if not run_dirs:
+        raise ValueError("an ensemble needs at least one run folder")
+    members = [member_from_run(r, w) for r, w in zip(run_dirs, weights)]
+    task = members_task(members)
+    check_ensemble_allowed(task, len(members), enforce_rules)
+    check_budget(members, task, size_budget)
+    return members
+
+
+def save_ensemble(members: list[Member], folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``ensemble.pt``, ``manifest.json`` and ``config.json`` into ``folder``; return the file.
+
+    ``extra`` goes into the manifest (e.g. the ensemble's validation score).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    task = members_task(members)
+    state = {
+        "kind": "ensemble",
+        "task": task.name,
+        "members": [{"model": m.model.state_dict(), "model_config": m.model.model_config, "data": m.data,
+                     "weight": m.weight, "name": m.name, "size_mb": m.size_mb, "score": m.score}
+                    for m in members],
+    }  # fmt: skip
+    path = folder / ENSEMBLE_FILE
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    manifest = {
+        "task": task.name,
+        "members": [{"run": m.name, "weight": m.weight, "size_mb": round(m.size_mb, 4), "score": m.score,
+                     "backbone": m.model.model_config.get("backbone"), "img_size": m.model.input_config["img_size"],
+                     "color_spaces": m.model.input_config["color_spaces"], **m.data} for m in members],
+        "size_mb": round(sum(m.size_mb for m in members), 4),
+        "file_mb": round(path.stat().st_size / 1e6, 4),
+        "budget_mb": task.rules.size_budget_mb,
+        **(extra or {}),
+    }  # fmt: skip
+    write_json(folder / MANIFEST_FILE, manifest)
+    write_json(folder / "config.json", {"run": {"kind": "ensemble", "members": len(members)},
+                                        "task": {"name": task.name}})  # fmt: skip
+    return path
+
+
+def load_ensemble(path: str | Path) -> list[Member]:
+    """The members of a saved ensemble (``ensemble.pt`` or its folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ENSEMBLE_FILE
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    members = []
+    for m in state["members"]:
+        model = model_from_config(m["model_config"])
+        model.load_state_dict(m["model"])
+        members.append(Member(model.eval(), dict(m.get("data", {})), float(m.get("weight", 1.0)), m.get("name", ""),
+                              float(m.get("size_mb", 0.0)), m.get("score")))  # fmt: skip
+    return members
+
+
+def average_probabilities(probs: list[dict[str, Any]], weights: list[float]) -> dict[str, Any]:
+    """Weighted mean of per-member ``{column: (N, C) probabilities}`` (weights normalised to sum 1)."""
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError(f"ensemble weights must sum to more than 0, got {weights}")
+    return {column: sum(w / total * p[column] for w, p in zip(weights, probs)) for column in probs[0]}
