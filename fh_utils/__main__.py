@@ -1,4 +1,4 @@
-"""Command line: ``python -m fh_utils {demo,demo-data,validate,cache,nobg} ...``."""
+"""Command line: ``python -m fh_utils {demo,demo-data,validate,cache,nobg,sweep} ...``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,21 @@ def _demo(args: argparse.Namespace) -> int:
     return main_demo()
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from fh_utils.workbook.sweep_spec import parse_assignment
+    from fh_utils.workbook.sweeps import run_sweep
+
+    fixed = dict(parse_assignment(a) for a in args.param)
+    res = run_sweep(args.spec, workers=args.workers, devices=args.devices, storage=args.storage, **fixed)
+    trials = res.trials
+    print(f"sweep {res.name}: {len(trials)} trial(s) in {res.seconds:.0f} s; storage {res.storage}")
+    if len(trials):
+        cols = [c for c in ("number", "state", "outcome", "value", "run_name") if c in trials]
+        print(trials[cols + [c for c in trials if c.startswith("param_")]].to_string(index=False))
+    bad = [c for c in res.worker_exit_codes if c != 0]
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m fh_utils", description=__doc__)
@@ -105,6 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-size", type=int, default=320)
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(func=_nobg)
+
+    p = sub.add_parser("sweep", help="run or resume a sweep of a notebook (seeds, folds, recipes) as an Optuna study")
+    p.add_argument("spec", type=Path, help="sweep spec, e.g. sweeps/st2_seeds_folds.yaml")
+    p.add_argument("--workers", type=int, default=None, help="trials at once (default: one per device, or 1)")
+    p.add_argument("--devices", default="cpu", help="cpu, or GPU indices: 0,1,2,3 (repeat one to share it: 0,0)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna RDB URL shared by several machines (default: a journal under outputs/sweeps/)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="fixed notebook parameter added to the spec's (repeatable), e.g. --param data_root=../data/x")
+    p.set_defaults(func=_sweep)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fh_utils.config import config_from_dict, config_to_dict
+from fh_utils.data.folds import parse_split
 
 SAMPLERS = ("shuffle", "balanced")
 
@@ -37,6 +38,9 @@ class DataConfig:
         seed: Seed of sampling and augmentation (re-seeded per epoch by the engine).
         on_error: ``"raise"`` on a bad CSV row, or ``"skip"`` it (reported).
         limit: Keep only the first ``limit`` rows of each split (quick runs); 0 keeps all.
+        split: What ``create_loaders`` trains and validates on: ``"val"`` (train / val), ``"fold:K/N"``
+            (fold K of N stratified folds over train ∪ val, from ``seed``) or ``"full"`` (train ∪ val, no
+            validation); see :mod:`fh_utils.data.folds`.
     """
 
     data_root: str = ""
@@ -57,6 +61,7 @@ class DataConfig:
     seed: int = 0
     on_error: str = "raise"
     limit: int = 0
+    split: str = "val"
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -71,6 +76,7 @@ class DataConfig:
             value = getattr(self, name)
             object.__setattr__(self, name, "" if value is None else str(value))
         object.__setattr__(self, "limit", int(self.limit or 0))
+        object.__setattr__(self, "split", str(parse_split(self.split)))
 
     @property
     def root(self) -> Path:

@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from fh_utils.data.augment import Transform, create_transforms
-from fh_utils.data.cache import CachedSource, CacheParams, CropSpec, FileSource, cache_size_for
+from fh_utils.data.cache import CachedSource, CacheParams, CropSpec, FileSource, cache_size_for, file_source_for
 from fh_utils.data.config import DataConfig, as_data_config
+from fh_utils.data.folds import make_split
 from fh_utils.data.reader import BOX_COLUMNS, read_split
 from fh_utils.paths import derived_dir
 from fh_utils.tasks import Task, get_task
@@ -101,7 +102,9 @@ def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     random.seed(epoch_seed)
     if loader.generator is not None:
         loader.generator.manual_seed(epoch_seed)
-    loader.dataset.transform.set_seed(epoch_seed)
+    transform = getattr(loader.dataset, "transform", None)
+    if hasattr(transform, "set_seed"):  # any map-style dataset works; ours re-seeds its augmentation too
+        transform.set_seed(epoch_seed)
 
 
 def build_source(
@@ -113,16 +116,37 @@ def build_source(
     data_root: str | Path | None = None,
     reduced_decode: bool = True,
 ) -> FileSource | CachedSource:
-    """Image source of a split: the decode-once cache, or the files (optionally with reduced decoding)."""
+    """Image source of a split: the decode-once cache, or the files computing the same crops.
+
+    Both paths give the same array for a row, bit for bit (decode at the cache's reduction, crop, resize to
+    the cache side), so a model scores the same with and without the cache (notebook 05 reads the files).
+    ``reduced_decode=False`` decodes at full size instead (a benchmark of the seed's way; not equal then).
+    """
     specs = [
         CropSpec(p, tuple(int(v) for v in b))
         for p, b in zip(df["path"], df[BOX_COLUMNS].itertuples(index=False, name=None))
     ]
+    params = CacheParams(size=cache_size_for(img_size), margin=crop_margin)
     if cache:
-        params = CacheParams(size=cache_size_for(img_size), margin=crop_margin)
         folder = Path(cache_dir) if cache_dir else derived_dir(data_root or ".", "cache")
         return CachedSource(specs, folder, params)
-    return FileSource(specs, margin=crop_margin, target_size=img_size if reduced_decode else None)
+    if not reduced_decode:
+        return FileSource(specs, margin=crop_margin, size=params.size)
+    return file_source_for(specs, params)
+
+
+def read_frame(cfg: DataConfig, task: Task, split: str) -> pd.DataFrame:
+    """The validated rows of ``split`` (from the background-removed tree when ``cfg.use_nobg``), before ``limit``."""
+    root = cfg.root
+    images_root = None
+    if cfg.use_nobg:
+        images_root = Path(cfg.nobg_root) if cfg.nobg_root else derived_dir(root, "nobg")
+        if not (images_root / split).is_dir():
+            raise FileNotFoundError(
+                f"no background-removed images at {images_root / split}; run notebook "
+                "02_remove_background.ipynb first (or set use_nobg=False)"
+            )
+    return read_split(root, task, split, on_error=cfg.on_error, images_root=images_root)
 
 
 def create_dataset(
@@ -148,16 +172,7 @@ def create_dataset(
     root = cfg.root
     task = get_task(task, root)
     train = split == "train" if train is None else train
-    if df is None:
-        images_root = None
-        if cfg.use_nobg:
-            images_root = Path(cfg.nobg_root) if cfg.nobg_root else derived_dir(root, "nobg")
-            if not (images_root / split).is_dir():
-                raise FileNotFoundError(
-                    f"no background-removed images at {images_root / split}; run notebook "
-                    "02_remove_background.ipynb first (or set use_nobg=False)"
-                )
-        df = read_split(root, task, split, on_error=cfg.on_error, images_root=images_root)
+    df = read_frame(cfg, task, split) if df is None else df
     if cfg.limit:
         df = df.head(cfg.limit).reset_index(drop=True)
     augment = cfg.augment if train else "none"
@@ -169,6 +184,22 @@ def create_dataset(
     source = build_source(df, cfg.img_size, cfg.crop_margin, cache=cfg.cache, cache_dir=cache_dir, data_root=root)
     crop_prob = cfg.crop_prob if train else float(cfg.crop_prob > 0)
     return FashionHowDataset(df, task, transform, source, crop_prob=crop_prob, train=train)
+
+
+def _split_frames(cfg: DataConfig, task: Task, splits: tuple[str, ...]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Rows of "train" / "val" under ``cfg.split`` (:mod:`fh_utils.data.folds`); ``{}`` for the plain split."""
+    if cfg.split == "val" or "train" not in splits:
+        return {}, {"split": cfg.split}
+    parts = {}
+    for name in ("train", "val"):
+        frame = read_frame(cfg, task, name)
+        parts[name] = frame.head(cfg.limit).reset_index(drop=True) if cfg.limit else frame
+    fit_rows, val_rows, record = make_split(parts["train"], parts["val"], task, cfg.split, seed=cfg.seed,
+                                            head=cfg.sampler_head)  # fmt: skip
+    frames = {"train": fit_rows}
+    if val_rows is not None:
+        frames["val"] = val_rows
+    return frames, record
 
 
 def create_loaders(
@@ -186,15 +217,27 @@ def create_loaders(
         splits: Splits to build.
         **overrides: :class:`DataConfig` fields (an unknown name is an error).
 
+    With ``split="fold:K/N"`` the "train" and "val" loaders hold the other folds and fold K of train ∪ val;
+    with ``split="full"`` "train" holds train ∪ val and there is no "val" loader. The train dataset's
+    ``split_record`` describes the assignment (:func:`fh_utils.data.folds.split_record`).
+
     Returns:
         ``{split: DataLoader}``; each loader's dataset is a :class:`FashionHowDataset`.
     """
     cfg = as_data_config(data, **overrides)
     task = get_task(task, cfg.root)
+    frames, record = _split_frames(cfg, task, splits)
     loaders = {}
     for split in splits:
+        if frames and split == "val" and split not in frames:
+            continue  # split="full": no validation loader
         train = split == "train"
-        ds = create_dataset(cfg, task, split, train=train)
+        if split in frames:  # fold / full rows, already limited: limit=0 keeps them all
+            ds = create_dataset(cfg.replace(limit=0), task, split, train=train, df=frames[split])
+        else:
+            ds = create_dataset(cfg, task, split, train=train)
+        if train:
+            ds.split_record = record
         generator = torch.Generator().manual_seed(cfg.seed)
         sampler = None
         if train and cfg.sampler == "balanced":

@@ -1,0 +1,212 @@
+"""Sweeps on Optuna: parallel workers, a killed worker, a failing trial, the spec, and notebook 06 over a sweep.
+
+Trials are one-epoch runs on the session's tiny demo data. The two-worker sweep runs notebook 04 itself; the
+fault tests run ``tests/notebooks/sweep_trial.ipynb`` (notebook 04's training without its figures) to stay cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from fh_utils.io import read_json
+from fh_utils.workbook.notebooks import NOTEBOOKS_DIR, UnknownParameterError, run_notebook
+from fh_utils.workbook.sweep_spec import load_spec, parse_assignment
+from fh_utils.workbook.sweeps import open_sweep, parse_devices, run_sweep, sweep_trials, worker_env
+
+TRIAL_NB = Path(__file__).parent / "notebooks" / "sweep_trial.ipynb"
+TINY = {"epochs": 1, "img_size": 32, "batch_size": 16, "limit": 40, "lr": 0.002, "device": "cpu", "num_workers": 0,
+        "cache": False, "scheduler": "none"}  # fmt: skip
+
+
+def test_spec_is_validated_against_the_notebook():
+    spec = load_spec({"name": "s", "notebook": "04_train_st2.ipynb", "grid": {"seed": [0, 1], "lr": [0.1, 0.2]}})
+    assert spec.total_trials == 4 and spec.grid_points()[1] == {"seed": 0, "lr": 0.2}
+    with pytest.raises(UnknownParameterError, match="no_such"):
+        load_spec({"name": "s", "notebook": "04_train_st2.ipynb", "grid": {"no_such": [1]}})
+    with pytest.raises(ValueError, match="exactly one of"):
+        load_spec({"name": "s", "notebook": "04_train_st2.ipynb"})
+    with pytest.raises(ValueError, match="set by the sweep"):
+        load_spec({"name": "s", "notebook": "04_train_st2.ipynb", "fixed": {"run_name": "x"}, "grid": {"seed": [0]}})
+    with pytest.raises(ValueError, match="n_trials"):
+        load_spec({"name": "s", "notebook": "04_train_st2.ipynb", "search": {"lr": {"low": 1e-4, "high": 1e-2}}})
+    assert parse_assignment("epochs=3") == ("epochs", 3)
+    for path in sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml")):
+        assert load_spec(path).total_trials > 0, path
+
+
+def test_devices_pin_workers_and_share_threads():
+    assert parse_devices("cpu", 3) == ([None, None, None], 3)
+    assert parse_devices("0,1", None) == (["0", "1"], 2)
+    assert parse_devices("0", 4) == (["0"] * 4, 4)
+    assert parse_devices("0,0,1,1", None)[0] == ["0", "0", "1", "1"]
+    with pytest.raises(ValueError):
+        parse_devices("gpu0", 1)
+    env = worker_env("1", 2)
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["OMP_NUM_THREADS"] == "2"
+    assert worker_env(None, 1)["CUDA_VISIBLE_DEVICES"] == ""
+
+
+@pytest.fixture(scope="module")
+def two_worker_sweep(demo_root):
+    spec = {"name": "t-two", "notebook": "04_train_st2.ipynb", "fixed": {**TINY, "data_root": str(demo_root)},
+            "grid": {"seed": [0, 1], "split": ["val", "fold:0/2"]}}  # fmt: skip
+    return run_sweep(spec, workers=2)
+
+
+def test_two_workers_finish_every_trial_and_the_study_lists_its_run_folders(two_worker_sweep):
+    trials = two_worker_sweep.trials
+    assert two_worker_sweep.worker_exit_codes == [0, 0]
+    assert len(trials) == 4 and (trials["state"] == "COMPLETE").all(), trials.to_string()
+    points = {(r.param_seed, r.param_split) for r in trials.itertuples()}
+    assert points == {(0, "val"), (1, "val"), (0, "fold:0/2"), (1, "fold:0/2")}
+    for row in trials.itertuples():
+        run_dir = Path(row.run_dir)
+        assert run_dir.parent.name == "t-two" and (run_dir / "04_train_st2.ipynb").exists()
+        assert read_json(run_dir / "metrics.json")["score"] == pytest.approx(row.value)
+        config = read_json(run_dir / "config.json")
+        assert config["data"]["split"] == row.param_split and config["split"]["split"] == row.param_split
+    study = open_sweep("t-two")
+    pids = {t.user_attrs["heartbeat"]["pid"] for t in study.get_trials()}
+    assert len(pids) == 2, "both workers ran trials"
+    fold_config = read_json(Path(trials[trials["param_split"] == "fold:0/2"]["run_dir"].iloc[0]) / "config.json")
+    assert set(fold_config["split"]["assignment"]) == {"train", "val"}
+
+
+def test_notebook_06_compares_the_sweep_under_papermill(two_worker_sweep, _outputs_in_tmp):
+    out = _outputs_in_tmp / "runs" / "t-compare"
+    run_notebook(NOTEBOOKS_DIR / "06_compare_runs.ipynb", out / "06_compare_runs.ipynb",
+                 {"run_name": "t-compare", "sweep": "t-two", "top_k": 3}, html=False)  # fmt: skip
+    table = pd.read_csv(out / "runs.csv")
+    assert len(table) == 4 and set(table["sweep"]) == {"t-two"}
+    assert {"seed", "split", "score", "baseline_score", "best_epoch", "epochs", "wall_s", "size_mb"} <= set(table)
+    top = read_json(out / "top_k.json")
+    assert top["task"] == "st2" and len(top["runs"]) == 3
+    scores = [r["score"] for r in top["runs"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(table["score"].max())
+    assert (out / "figures" / "score_by_recipe.png").exists() and (out / "figures" / "top_curves.png").exists()
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on_and_a_rerun_skips_finished(demo_root):
+    spec = {"name": "t-fail", "notebook": str(TRIAL_NB), "fixed": {"data_root": str(demo_root)},
+            "grid": {"augment": ["none", "bogus"]}}  # fmt: skip
+    trials = run_sweep(spec, workers=1).trials.set_index("param_augment")
+    assert trials.loc["none", "state"] == "COMPLETE"
+    assert trials.loc["bogus", "state"] == "FAIL" and trials.loc["bogus", "outcome"] == "failed"
+    assert "bogus" in trials.loc["bogus", "error"]
+    executed = Path(trials.loc["bogus", "run_dir"]) / TRIAL_NB.name
+    assert executed.exists() and "bogus" in executed.read_text(), "the failing notebook is kept with its error"
+    again = run_sweep(spec, workers=1)
+    assert len(again.trials) == 2, "finished trials (failed included) are not run again"
+
+
+def test_a_killed_worker_loses_only_its_trial_and_a_rerun_completes_the_study(demo_root, tmp_path):
+    spec_path = tmp_path / "t-kill.yaml"
+    spec_path.write_text(yaml.safe_dump({"notebook": str(TRIAL_NB), "fixed": {"data_root": str(demo_root), "epochs": 3},
+                                         "grid": {"seed": [0, 1]}}))  # fmt: skip
+    first_run = Path(os.environ["FH_OUTPUTS"]) / "runs" / "t-kill" / "t0000"
+    proc = subprocess.Popen([sys.executable, "-m", "fh_utils", "sweep", str(spec_path), "--workers", "1"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not (first_run / "last.pt").exists():  # mid-trial: epoch 1 of 3 is saved
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # coordinator and worker; the kernel exits with its parent
+        proc.wait()
+    time.sleep(3)
+    before = sweep_trials(open_sweep("t-kill"))
+    assert list(before["state"]) == ["RUNNING", "WAITING"]
+
+    result = run_sweep(spec_path, workers=1)
+    trials = result.trials
+    lost = trials[trials["number"] == 0].iloc[0]
+    assert lost["state"] == "FAIL" and lost["outcome"] == "lost"
+    done = trials[trials["state"] == "COMPLETE"]
+    assert sorted(done["param_seed"]) == [0, 1], "each grid point completed exactly once"
+    retry = done[done["retry_of"] == 0].iloc[0]
+    assert retry["run_name"] == "t-kill/t0000", "the retry reuses the lost trial's folder"
+    history = pd.read_csv(first_run / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert "resumed from" in (first_run / "train.log").read_text()
+    assert len(run_sweep(spec_path, workers=1).trials) == 3, "a third run has nothing left to do"
+
+
+def test_epoch_scores_reach_the_study_and_the_median_pruner_stops_a_hopeless_trial(tmp_path, monkeypatch):
+    import optuna
+
+    from fh_utils.workbook import sweeps
+
+    url = f"journal://{tmp_path / 'journal.log'}"
+    study = optuna.create_study(study_name="t-prune", storage=sweeps.open_storage(url), direction="maximize")
+    for good in (0.8, 0.9):  # two finished trials set the median per epoch
+        trial = study.ask()
+        for epoch in (1, 2, 3):
+            trial.report(good, epoch)
+        study.tell(trial, good)
+    running = study.ask()
+    monkeypatch.delenv(sweeps.ENV_TRIAL, raising=False)
+    assert sweeps.pruning_callbacks() == [], "outside a sweep: no callback"
+    monkeypatch.setenv(sweeps.ENV_STORAGE, url)
+    monkeypatch.setenv(sweeps.ENV_STUDY, "t-prune")
+    monkeypatch.setenv(sweeps.ENV_TRIAL, str(running._trial_id))
+    monkeypatch.setenv(sweeps.ENV_PRUNER, "none")
+    assert sweeps.pruning_callbacks() == []
+    monkeypatch.setenv(sweeps.ENV_PRUNER, "median")
+    (report,) = sweeps.pruning_callbacks()
+    report({"epoch": 1, "val_score": 0.1})  # the warm-up epoch is never pruned
+    with pytest.raises(optuna.TrialPruned):
+        report({"epoch": 2, "val_score": 0.2})  # its best so far is below the median of the finished trials
+    assert study.trials[2].intermediate_values == {1: 0.1, 2: 0.2}
+
+
+def test_a_trial_whose_worker_died_is_failed_and_retried_once_with_its_parameters(tmp_path):
+    import socket
+
+    from fh_utils.workbook import sweeps
+
+    spec = load_spec({"name": "t-lost", "notebook": str(TRIAL_NB), "grid": {"seed": [0, 1]}})
+    study = sweeps.load_study(spec, f"journal://{tmp_path / 'journal.log'}")
+    sweeps.enqueue_grid(study, spec)
+    assert sweeps.enqueue_grid(study, spec) == 0, "a rerun enqueues nothing twice"
+    trial = sweeps.claim_trial(study, spec)
+    sweeps.suggest(trial, spec)
+    trial.set_user_attr("run_name", "t-lost/t0000")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    beat = {"host": socket.gethostname(), "pid": int(dead.stdout), "time": time.time()}
+    study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", beat)
+    other = sweeps.claim_trial(study, spec)  # alive: this process holds it
+    assert sweeps.recover_lost_trials(study) == [0]
+    assert sweeps.recover_lost_trials(study) == [], "recovered once"
+    trials = sweep_trials(study)
+    assert list(trials["state"]) == ["FAIL", "RUNNING", "WAITING"]
+    retry = trials.iloc[2]
+    assert retry["retry_of"] == 0 and retry["param_seed"] == trials.iloc[0]["param_seed"]
+    claimed = sweeps.claim_trial(study, spec)
+    assert sweeps._trial_run_name(spec, claimed) == ("t-lost/t0000", True), "the retry resumes the lost folder"
+    assert sweeps.claim_trial(study, spec) is None, "grid exhausted: nothing more to start"
+    assert other.number == 1
+
+
+def test_the_seed_decides_the_initial_weights_so_seed_sweeps_are_reproducible(demo_root):
+    import torch
+
+    from fh_utils.workbook import workflow
+
+    def weights(seed: int) -> list:
+        params = {"data_root": str(demo_root), "backbone": "fh_colornet", "img_size": 32, "seed": seed,
+                  "run_name": f"t-seed-{seed}", "device": "cpu"}  # fmt: skip
+        return list(workflow.build_model(workflow.prepare_training("st2", params)).state_dict().values())
+
+    a, b, c = weights(3), weights(3), weights(4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
