@@ -7,18 +7,43 @@ run keeps the executed notebook with the error too, so nothing is lost to an int
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import CaselessStrEnum, default
 
 from fh_utils.io import write_text
 from fh_utils.paths import PROJECT_ROOT, runs_dir
+from fh_utils.workbook.progress import NotebookProgress, format_seconds
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 DEMO_PARAMS = NOTEBOOKS_DIR / "demo_params.yaml"
 KERNEL = "python3"
+
+
+class IPCKernelManager(AsyncKernelManager):
+    """nbclient's kernel manager, with the kernel on local sockets (files) instead of TCP ports.
+
+    ipykernel warns "Kernel is running over TCP without encryption" at every TCP start, and a user can do
+    nothing about it; the workbook's own runs are local, so IPC removes the cause. The sockets get a private
+    path in the temp folder (never the notebook's folder). Windows has no IPC transport.
+    """
+
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="tcp" if os.name == "nt" else "ipc", config=True)
+
+    @default("ip")
+    def _ip_default(self) -> str:
+        # jupyter_client's IPC default is "kernel-ipc" relative to the kernel's working folder: the sockets would
+        # land in notebooks/. One private path per kernel also keeps parallel sweep workers apart.
+        if self.transport != "ipc":
+            return super()._ip_default()
+        return str(Path(tempfile.gettempdir()) / f"fh-kernel-{uuid.uuid4().hex[:12]}-ipc")
 
 
 class UnknownParameterError(ValueError):
@@ -72,7 +97,8 @@ def run_notebook(
         cwd: Working directory of the kernel (default: the notebook's folder, so relative paths behave as in
             JupyterLab).
         html: Also write an HTML rendering beside ``output``.
-        progress: Show papermill's cell progress bar.
+        progress: Print a line per code cell and every line the kernel prints to stdout (e.g. the epoch lines
+            with the validation score), each with the elapsed time (:class:`NotebookProgress`).
         timeout: Per-cell timeout in seconds.
 
     Returns:
@@ -84,15 +110,45 @@ def run_notebook(
     parameters = dict(parameters or {})
     check_parameters(notebook, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
+    hooks: dict[str, Any] = {}
+    if progress:
+        shown = NotebookProgress.for_notebook(notebook, injected=bool(parameters))
+        hooks = {"stdout_file": shown, "on_cell_start": shown.on_cell_start}
+    restore_environment = _set_kernel_environment()
     try:
         pm.execute_notebook(
             str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
-            cwd=str(cwd or notebook.parent), progress_bar=progress, execution_timeout=timeout,
+            cwd=str(cwd or notebook.parent), progress_bar=False, execution_timeout=timeout,
+            kernel_manager_class=IPCKernelManager, **hooks,
         )  # fmt: skip
     finally:
+        restore_environment()
+        if progress:
+            shown.close()
         if html and output.exists():
             render_html(output)
     return output
+
+
+# What the kernel process needs from the start (a value the user set wins): OpenMP threads that sleep instead of
+# spinning while they wait, or they starve a DataLoader worker or a second kernel on a small machine (torch fell
+# from ~460 to ~7 img/s here); no albumentations update check (a network request at its import).
+KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "NO_ALBUMENTATIONS_UPDATE": "1"}
+
+
+def _set_kernel_environment() -> Callable[[], None]:
+    """Put :data:`KERNEL_ENV` into ``os.environ`` for the kernel about to start; return what restores it.
+
+    The kernel inherits the environment when it starts; this process gets its own back afterwards.
+    """
+    added = {k: v for k, v in KERNEL_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+
+    def restore() -> None:
+        for key in added:
+            os.environ.pop(key, None)
+
+    return restore
 
 
 def _resolve(value: Any) -> Any:
@@ -118,20 +174,23 @@ def run_demo(params_file: str | Path = DEMO_PARAMS, data_root: str | Path | None
     spec = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
     start = time.perf_counter()
     root = Path(_resolve(data_root or spec["data_root"]))
+    print(f"[demo] data {root}", flush=True)
     if data_root is None:
         demo = spec.get("demo_data", {})
         ensure_demo_dataset(root, seed=demo.get("seed", 0), scale=demo.get("scale", 1.0))
     results: dict[str, Any] = {"runs": {}, "scores": {}}
-    for step in spec["runs"]:
+    steps = spec["runs"]
+    for i, step in enumerate(steps, 1):
         nb = NOTEBOOKS_DIR / step["notebook"]
         params = {k: _resolve(v) for k, v in step.get("parameters", {}).items()}
         if "data_root" in notebook_parameters(nb):
             params.setdefault("data_root", str(root))
         folder = runs_dir() / step["folder"]
         t0 = time.perf_counter()
-        print(f"[demo] {nb.name} -> {folder}", flush=True)
-        run_notebook(nb, folder / nb.name.replace(".ipynb", f"{step.get('suffix', '')}.ipynb"), params)
-        print(f"[demo] {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"[demo {i}/{len(steps)}] {nb.name} -> {folder}", flush=True)
+        run_notebook(nb, folder / nb.name.replace(".ipynb", f"{step.get('suffix', '')}.ipynb"), params, progress=True)
+        done, total = format_seconds(time.perf_counter() - t0), format_seconds(time.perf_counter() - start)
+        print(f"[demo {i}/{len(steps)}] {nb.name} done in {done} (total {total})", flush=True)
         results["runs"][step["folder"]] = str(folder)
         metrics = folder / "metrics.json"
         if step.get("score_of"):
@@ -144,7 +203,7 @@ def main_demo() -> int:
     """``python -m fh_utils demo``: run the demo and print where the results are and both scores."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     res = run_demo()
-    print(f"\n=== fashion-how-workbook demo finished in {res['seconds']:.0f} s ===")
+    print(f"\n=== fashion-how-workbook demo finished in {format_seconds(res['seconds'])} ===")
     for folder, path in res["runs"].items():
         print(f"  {folder:<16} {path}")
     for task, metrics in res["scores"].items():

@@ -1,0 +1,52 @@
+"""``num_workers = -1`` (the training notebooks' default) means automatic; config.json records the number chosen."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fh_utils.workbook import workflow
+from fh_utils.workbook.workflow import resolve_num_workers
+
+
+@pytest.mark.parametrize("cores,device,cache,expected", [
+    (1, "cpu", False, 0),
+    (2, "cpu", True, 0),  # a worker competes with training on 2 cores
+    (2, "cuda", False, 0),
+    (None, "cpu", False, 0),  # os.cpu_count() may not know
+    (8, "cpu", True, 4),  # half the cores on CPU (the other half trains)
+    (16, "cpu", False, 8),
+    (16, "cpu", True, 4),  # cached crops are cheap to load: fewer workers
+    (4, "cuda", False, 3),  # all cores but the main process when a GPU trains
+    (64, "cuda", False, 8),
+])  # fmt: skip
+def test_auto_is_chosen_from_the_cores_device_and_cache(monkeypatch, cores, device, cache, expected):
+    monkeypatch.setattr(workflow.os, "cpu_count", lambda: cores)
+    assert resolve_num_workers(-1, device, cache) == expected
+
+
+@pytest.mark.parametrize("value", [0, 1, 3, 12])
+def test_an_explicit_number_is_kept(monkeypatch, value):
+    monkeypatch.setattr(workflow.os, "cpu_count", lambda: 2)
+    assert resolve_num_workers(value, "cpu", True) == value
+
+
+def test_the_training_notebooks_default_to_auto():
+    from fh_utils.workbook.notebooks import NOTEBOOKS_DIR, notebook_parameters
+
+    for name in ("03_train_st1.ipynb", "04_train_st2.ipynb"):
+        assert notebook_parameters(NOTEBOOKS_DIR / name)["num_workers"]["default"] == "-1", name
+
+
+def test_config_json_records_the_resolved_number(demo_root, monkeypatch):
+    params = {"data_root": str(demo_root), "run_name": "auto-workers", "backbone": "fh_colornet", "img_size": 32,
+              "epochs": 1, "batch_size": 16, "device": "cpu", "num_workers": -1, "limit": 32,
+              "augment": "none"}  # fmt: skip
+    monkeypatch.setattr(workflow.os, "cpu_count", lambda: 16)
+    setup = workflow.prepare_training("st2", {**params, "cache": True})
+    assert setup.data.num_workers == 4 and setup.sections()["data"]["num_workers"] == 4  # sections -> config.json
+    assert "4 loader workers" in setup.describe()
+    monkeypatch.setattr(workflow.os, "cpu_count", lambda: 2)  # end to end without starting worker processes
+    run_dir, _ = workflow.train_from_params("st2", {**params, "color_baseline": False}, progress=False)
+    assert json.loads((run_dir / "config.json").read_text())["data"]["num_workers"] == 0
