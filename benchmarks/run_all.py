@@ -28,12 +28,35 @@ def commands(quick: bool) -> list[list[str]]:
          "--json", str(OUT / "background.json")],
         py + ["benchmarks.gpu_check", "--steps", "3", "--batch-size", "8", "--img-size", "112",
               "--json", str(OUT / "gpu_check.json")],
+        # Sweeps (issue 11): overhead of the sweep machinery, and trials per hour with 1 vs 2 workers.
+        py + ["benchmarks.sweep_overhead", "overhead", "--trials", "2" if quick else "4",
+              "--json", str(OUT / "sweep_overhead.json")],
+        py + ["benchmarks.sweep_overhead", "concurrency", "--trials", "2" if quick else "4", "--workers", "1", "2",
+              "--json", str(OUT / "sweep_concurrency.json")],
     ]  # fmt: skip
     if PRODUCTS_B.exists() and not quick:
         # The recorded budget of the ST2 table: 6 recipes x 2 seeds, about an hour on 2 cores.
         recipes = ["benchmarks.st2_recipes", "--data-root", str(PRODUCTS_B), "--img-size", "56", "--epochs", "12",
                    "--seeds", "0", "1", "--json", str(OUT / "st2_recipes.json")]  # fmt: skip
         cmds.append(py + recipes)
+        # The recorded budget of the ST1 table (ETRI baseline, CPU profile, its ensemble teacher, the distilled
+        # student): 6 trainings at 64 px, 4 epochs, 1,500 rows; about 25 minutes on 2 shared cores.
+        st1 = ["benchmarks.st1_recipes", "--data-root", str(PRODUCTS_B), "--img-size", "64", "--epochs", "4",
+               "--train-rows", "1500", "--seeds", "0", "1", "--json", str(OUT / "st1_recipes.json")]  # fmt: skip
+        cmds.append(py + st1)
+        # ST2 ensembles of 3 and 5 members vs one fh_colornet, TTA, scoring time of 900 images (issue 12).
+        ensembles = ["benchmarks.st2_ensembles", "--data-root", str(PRODUCTS_B), "--epochs", "3", "--train-rows",
+                     "1000", "--variants", "s0", "s1", "s2", "px72", "lab",
+                     "--json", str(OUT / "st2_ensembles.json")]  # fmt: skip
+        cmds.append(py + ensembles)
+        st2_run = ROOT / "outputs" / "bench_runs" / "st2_ensembles" / "runs" / "st2ens-s0-e3-n1000"
+        tta_export = ["benchmarks.tta_export", "--data-root", str(PRODUCTS_B), "--img-size", "64", "--epochs", "2",
+                      "--limit", "800", "--st2-run", str(st2_run), "--json", str(OUT / "tta_export.json")]  # fmt: skip
+        cmds.append(py + tta_export)
+        # Notebook 04's default recipe over 5 seeds as a sweep (issue 11): mean, spread, best seed.
+        seeds = ["benchmarks.sweep_overhead", "seeds", "--data-root", str(PRODUCTS_B), "--seeds", "0", "1", "2", "3",
+                 "4", "--epochs", "12", "--json", str(OUT / "sweep_seeds.json")]  # fmt: skip
+        cmds.append(py + seeds)
     return cmds
 
 

@@ -14,6 +14,7 @@ the loss). A parameter that none of them declares is an error, never dropped.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,17 @@ from fh_utils.data.config import DataConfig
 from fh_utils.data.datasets import create_loaders
 from fh_utils.io import read_json, write_json
 from fh_utils.models.factory import DEFAULT_BACKBONE, create_model
-from fh_utils.paths import default_data_root
+from fh_utils.paths import default_data_root, runs_dir
 from fh_utils.runs import LAST_CKPT, create_run_dir, latest_run
 from fh_utils.tasks import Task, get_task
 from fh_utils.training.config import TrainConfig
-from fh_utils.training.engine import FitResult, class_priors, fit, resolve_device
+from fh_utils.training.engine import FitResult, class_priors, fit, resolve_device, seed_everything
+from fh_utils.training.tta import check_tta
 
 SCRATCH_LR, PRETRAINED_LR = 1e-4, 5e-6
 IMBALANCE_MODES = ("none", "sampler", "logit_adjust")
 MODEL_PARAMETERS = ("backbone", "pretrained", "img_size", "color_spaces", "color_hist", "drop_rate")
-RUN_PARAMETERS = ("run_name", "resume", "imbalance", "color_baseline")
+RUN_PARAMETERS = ("run_name", "resume", "imbalance", "color_baseline", "tta", "teacher")
 BASELINE_FILE = "baseline.json"
 
 
@@ -77,10 +79,15 @@ class RunSetup:
     train: TrainConfig
     run: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    split_record: dict[str, Any] = field(default_factory=dict)
 
     def sections(self) -> dict[str, dict]:
-        """The ``config.json`` sections this setup contributes (the engine adds ``train``, ``model``, ...)."""
-        return {"run": self.run, "data": self.data.to_dict()}
+        """The ``config.json`` sections this setup contributes (the engine adds ``train``, ``model``, ...).
+
+        ``split`` records which rows trained and which validated (:func:`fh_utils.data.folds.split_record`:
+        for ``split="fold:K/N"`` the fold of every train and val row), filled by :func:`build_loaders`.
+        """
+        return {"run": self.run, "data": self.data.to_dict(), "split": self.split_record or {"split": self.data.split}}
 
     def describe(self) -> str:
         """A few lines for the notebook's derived-values cell."""
@@ -93,6 +100,7 @@ class RunSetup:
             f"model     {m['backbone']} @ {m['img_size']} px, pretrained={m['pretrained']!r}",
             f"training  epochs {t.epochs}, batch {d.batch_size}, {t.optimizer} lr {t.lr:g}, {t.scheduler}, "
             f"imbalance={self.run['imbalance']}",
+            f"split     {d.split}" + (" (train + val, no validation)" if d.split == "full" else ""),
         ]
         return "\n".join(lines + self.notes)
 
@@ -107,8 +115,10 @@ def _split_parameters(task: Task, params: dict[str, Any]) -> tuple[dict, dict, d
     unknown = sorted(set(params) - known)
     if unknown:
         raise UnknownSettingError(f"unknown training parameter(s) {unknown}; known: {', '.join(sorted(known))}")
-    run = {"run_name": "", "resume": False, "imbalance": "none", "color_baseline": task.name == "st2"}
+    run = {"run_name": "", "resume": False, "imbalance": "none", "color_baseline": task.name == "st2", "tta": "none"}
     run.update({k: params[k] for k in RUN_PARAMETERS if k in params})
+    run.setdefault("teacher", "")  # knowledge distillation: see resolve_teacher
+    run["tta"] = check_tta(run["tta"])  # test-time augmentation of the notebook's final evaluation
     if run["imbalance"] not in IMBALANCE_MODES:
         raise ValueError(f"imbalance must be one of {IMBALANCE_MODES}, got {run['imbalance']!r}")
     model = {"backbone": DEFAULT_BACKBONE, "pretrained": False, "img_size": 224, "color_spaces": "rgb",
@@ -146,13 +156,19 @@ def prepare_training(task: str, params: dict[str, Any]) -> RunSetup:
     train["lr"] = float(train.get("lr") or (PRETRAINED_LR if pretrained else SCRATCH_LR))
     train["loss"] = "logit_adjust" if run["imbalance"] == "logit_adjust" else train.get("loss", "ce")
     data_cfg, train_cfg = DataConfig.from_dict(data), TrainConfig.from_dict(train)
-    notes = []
+    notes = [f"teacher   {run['teacher']} (alpha {train_cfg.distill_alpha:g}, T {train_cfg.distill_temperature:g})"] \
+        if run["teacher"] else []  # fmt: skip
     if run["resume"] and not run["run_name"]:
         run_dir = latest_run(task_obj.name, LAST_CKPT)
         notes.append(f"resume    continuing {run_dir.name} from {LAST_CKPT}")
     else:
-        run_dir = create_run_dir(run["run_name"], task=task_obj.name, backbone=model["backbone"],
-                                 img_size=model["img_size"])  # fmt: skip
+        # "<sweep>/<trial>" (a sweep's trial, fh_utils.workbook.sweeps) nests the run folder one level down.
+        parent, _, name = str(run["run_name"]).rpartition("/")
+        root = runs_dir() / parent if parent else None
+        if parent and not re.fullmatch(r"[\w.\-]+", parent):
+            raise ValueError(f"run_name {run['run_name']!r}: the sweep part may only hold letters, digits, '_-.'")
+        run_dir = create_run_dir(name, task=task_obj.name, backbone=model["backbone"], img_size=model["img_size"],
+                                 root=root)  # fmt: skip
         if run["resume"]:
             state = "found" if (run_dir / LAST_CKPT).exists() else "not found: starting from scratch"
             notes.append(f"resume    {LAST_CKPT} {state}")
@@ -160,12 +176,19 @@ def prepare_training(task: str, params: dict[str, Any]) -> RunSetup:
 
 
 def build_loaders(setup: RunSetup) -> dict[str, DataLoader]:
-    """:func:`fh_utils.data.create_loaders` for the run's data configuration."""
-    return create_loaders(setup.data, setup.task)
+    """:func:`fh_utils.data.create_loaders` for the run's data configuration (records the split's rows)."""
+    loaders = create_loaders(setup.data, setup.task)
+    setup.split_record = getattr(loaders["train"].dataset, "split_record", {}) or {"split": setup.data.split}
+    return loaders
 
 
 def build_model(setup: RunSetup) -> torch.nn.Module:
-    """:func:`fh_utils.models.create_model` with the run's model arguments."""
+    """:func:`fh_utils.models.create_model` with the run's model arguments, initialised from the run's ``seed``.
+
+    Seeding here makes ``seed`` decide the initial weights too (as the notebooks document), so two runs with the
+    same parameters start alike and a seed sweep varies what it says it varies.
+    """
+    seed_everything(setup.train.seed)
     return create_model(setup.task, data_root=setup.data.data_root, **setup.model)
 
 
@@ -196,10 +219,31 @@ def train(
     Every configuration section lands in ``config.json``; ``fit_kwargs`` go to ``fit`` (e.g. callbacks).
     """
     baseline = color_baseline(setup, loaders, progress=progress)
+    fit_kwargs.setdefault("teacher", resolve_teacher(setup.run.get("teacher", "")))
+    from fh_utils.workbook.sweeps import pruning_callbacks  # inside a sweep trial: epoch scores go to the study
+
+    fit_kwargs["callbacks"] = [*(fit_kwargs.get("callbacks") or []), *pruning_callbacks()]
     priors = class_priors(loaders["train"].dataset.targets, setup.task) if setup.train.loss == "logit_adjust" else None
     return fit(model, loaders, setup.run_dir, setup.train, resume=bool(setup.run["resume"]), progress=progress,
                task=setup.task, class_priors=priors, sections=setup.sections(), extra_metrics=baseline,
                **fit_kwargs)  # fmt: skip
+
+
+def resolve_teacher(teacher: str | list[str] | None) -> list[str] | None:
+    """The notebooks' ``teacher`` parameter as :func:`fh_utils.training.fit` takes it; ``None`` when empty.
+
+    A comma-separated string (or a list) of run folders (a path, or a run name under ``outputs/runs``: several
+    make an ensemble teacher) or ``"<timm name>@<weights file>"``
+    (:func:`fh_utils.training.distill.build_teacher`).
+    """
+    items = [t.strip() for t in teacher.split(",")] if isinstance(teacher, str) else list(teacher or [])
+    resolved = []
+    for item in filter(None, items):
+        path = Path(item).expanduser()
+        if not path.exists() and (runs_dir() / item).is_dir():
+            path = runs_dir() / item
+        resolved.append(str(path.resolve()) if path.exists() else item)
+    return resolved or None
 
 
 def train_from_params(task: str, params: dict[str, Any], progress: bool = True) -> tuple[Path, FitResult]:
