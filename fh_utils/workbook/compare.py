@@ -34,7 +34,7 @@ from fh_utils.tasks import get_task
 RUNS_CSV, TOP_K_FILE = "runs.csv", "top_k.json"
 # Settings that say where or how fast a run ran, not what it trained: never "parameters that differ".
 IGNORED = {"run_name", "resume", "num_workers", "threads", "device", "cache", "cache_dir", "nobg_root",
-           "eval_batch_size", "progress", "on_error", "channels_last", "compile", "amp"}  # fmt: skip
+           "eval_batch_size", "progress", "on_error", "channels_last", "compile", "amp", "class_names"}  # fmt: skip
 GROUPING = ("seed", "split")  # runs that differ only in these are repeats of one recipe
 BASE_COLUMNS = ["run", "task", "sweep", "recipe", "score", "baseline_score", "best_epoch", "epochs", "wall_s",
                 "size_mb", "split", "validation", "run_dir"]  # fmt: skip
