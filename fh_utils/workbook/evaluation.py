@@ -7,6 +7,7 @@ Saved predictions, per-class accuracy against the colour baseline, most-confused
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,9 @@ from fh_utils.io import atomic_write, read_json, write_json
 from fh_utils.runs import BEST_CKPT, METRICS_FILE
 from fh_utils.tasks import Task
 from fh_utils.training.metrics import confusion_matrix
+
+if TYPE_CHECKING:
+    from fh_utils.workbook.workflow import RunSetup
 
 PREDICTIONS_FILE = "val_predictions.csv"
 
@@ -94,6 +98,32 @@ def record_tta(run_dir: str | Path, tta: str, result: dict) -> dict:
     metrics.update(tta=tta, tta_score=result["score"])
     write_json(path, metrics)
     return metrics
+
+
+def evaluate_best(setup: RunSetup, loaders: dict, device: torch.device | str) -> tuple[torch.nn.Module, dict]:
+    """Notebooks 03/04's final evaluation: reload ``best.pt``, score val with the run's TTA, and record it.
+
+    ``metrics.json`` gets ``tta`` / ``tta_score`` and ``val_predictions.csv`` is written.
+
+    Returns:
+        The best model and the :func:`fh_utils.training.engine.evaluate` result.
+    """
+    from fh_utils.models.factory import load_model
+    from fh_utils.training.engine import evaluate
+    from fh_utils.training.tta import with_tta
+
+    best = load_model(setup.run_dir, map_location=device)
+    tta = setup.run["tta"]
+    val = evaluate(with_tta(best, tta), loaders["val"], setup.task, device)
+    record_tta(setup.run_dir, tta, val)
+    save_predictions(setup.run_dir, loaders["val"].dataset, val, setup.task)
+    return best, val
+
+
+def no_validation_message(setup: RunSetup) -> str:
+    """What the val cells of notebooks 03/04 print when the run had no validation (``split="full"``)."""
+    return (f"split={setup.data.split!r}: trained on train + val without validation, so there is no val score "
+            "or figure")  # fmt: skip
 
 
 def score_report(run_dir: str | Path, result: dict | None = None) -> str:

@@ -87,6 +87,7 @@ def run_notebook(
     html: bool = True,
     progress: bool = False,
     timeout: int | None = None,
+    start_timeout: int = 60,
 ) -> Path:
     """Execute ``notebook`` with papermill into ``output`` (kernel ``python3``, explicit working directory).
 
@@ -100,6 +101,7 @@ def run_notebook(
         progress: Print a line per code cell and every line the kernel prints to stdout (e.g. the epoch lines
             with the validation score), each with the elapsed time (:class:`NotebookProgress`).
         timeout: Per-cell timeout in seconds.
+        start_timeout: Seconds the kernel may take to start (sweep workers on a loaded machine need minutes).
 
     Returns:
         The executed notebook's path.
@@ -119,7 +121,7 @@ def run_notebook(
         pm.execute_notebook(
             str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
             cwd=str(cwd or notebook.parent), progress_bar=False, execution_timeout=timeout,
-            kernel_manager_class=IPCKernelManager, **hooks,
+            start_timeout=start_timeout, kernel_manager_class=IPCKernelManager, **hooks,
         )  # fmt: skip
     finally:
         restore_environment()

@@ -268,19 +268,12 @@ def _trial_run_name(spec: SweepSpec, trial: Any) -> tuple[str, bool]:
 def execute_trial_notebook(notebook: Path, output: Path, params: dict[str, Any], timeout: int | None = None) -> Path:
     """:func:`fh_utils.workbook.notebooks.run_notebook` for a sweep worker (the executed copy is kept on failure).
 
-    The kernel talks over Unix sockets, and its start-up may take up to 10 minutes (a loaded machine can take
-    over a minute).
+    No HTML rendering, and the kernel's start-up may take up to 10 minutes (a loaded machine can take over a
+    minute).
     """
-    import papermill as pm
+    from fh_utils.workbook.notebooks import run_notebook
 
-    from fh_utils.workbook.notebooks import KERNEL, IPCKernelManager, check_parameters
-
-    check_parameters(notebook, params)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=KERNEL, cwd=str(notebook.parent),
-                        progress_bar=False, execution_timeout=timeout, start_timeout=600,
-                        kernel_manager_class=IPCKernelManager)  # fmt: skip
-    return output
+    return run_notebook(notebook, output, params, html=False, timeout=timeout, start_timeout=600)
 
 
 def run_trial(study: Any, trial: Any, spec: SweepSpec, url: str, threads: int = 0, heartbeat: float = HEARTBEAT_S,
