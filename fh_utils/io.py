@@ -22,6 +22,28 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def _process_umask() -> int:
+    # /proc reads the umask without changing it; os.umask can only read by setting, which would race with
+    # other threads creating files (data-loader threads, the kernel's own).
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0o666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_process_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)``, fsync it and move it over ``path`` only once it is complete.
 
@@ -40,6 +62,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         _fsync_file(Path(tmp))  # the rename must not reach the disk before the data
+        # mkstemp creates the file 0600: without this every run file would be unreadable to teammates.
+        os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
