@@ -3,9 +3,12 @@
     python -m benchmarks.sweep_overhead overhead --trials 4            # wall / sum of notebook times, 1 worker
     python -m benchmarks.sweep_overhead concurrency --trials 4 --workers 1 2   # trials per hour per worker count
     python -m benchmarks.sweep_overhead seeds --data-root ../shared/data/products_b --seeds 0 1 2 3 4 --epochs 12
+    python -m benchmarks.sweep_overhead pruning --data-root ../shared/data/products_b --trials 8 --epochs 4
 
 ``overhead`` and ``concurrency`` run notebook 04 with tiny parameters on generated demo data; ``seeds`` runs
-notebook 04's default recipe (fh_colornet, 56 px) once per seed and reports mean, spread and the best seed.
+notebook 04's default recipe (fh_colornet, 56 px) once per seed and reports mean, spread and the best seed;
+``pruning`` runs the same seeded TPE search of notebook 04 twice, without and with the median pruner, and
+reports wall time, epochs trained, trials pruned and the best score each found.
 Every sweep starts afresh under ``outputs/bench_runs/sweeps/`` (its earlier runs are removed first), except
 ``seeds --resume``, which continues an interrupted seeds sweep (finished seeds are kept, a lost one retried).
 """
@@ -85,6 +88,45 @@ def seeds(args: argparse.Namespace) -> dict:
     return res
 
 
+def _epochs_trained(run_dirs: list) -> int:
+    total = 0
+    for run_dir in run_dirs:
+        history = Path(run_dir) / "history.csv" if isinstance(run_dir, str) else None
+        if history is not None and history.exists():
+            total += max(0, len(history.read_text().strip().splitlines()) - 1)
+    return total
+
+
+def pruning(args: argparse.Namespace) -> dict:
+    """One seeded TPE search of notebook 04, without and with the median pruner: what pruning saves and costs."""
+    from fh_utils.workbook.sweeps import run_sweep
+
+    fixed = {"data_root": str(Path(args.data_root).resolve()), "epochs": args.epochs, "img_size": args.img_size,
+             "limit": args.limit, "device": "cpu", "num_workers": 0, "cache": True}  # fmt: skip
+    search = {"lr": {"low": 1e-4, "high": 0.3, "log": True}, "label_smoothing": {"low": 0.0, "high": 0.2}}
+    studies = {}
+    for pruner in ("none", "median"):
+        name = f"pruning-{pruner}"
+        _fresh_sweep(name)
+        spec = {"name": name, "notebook": "04_train_st2.ipynb", "fixed": fixed, "search": search,
+                "n_trials": args.trials, "sampler": "tpe", "seed": 0, "pruner": pruner}  # fmt: skip
+        start = time.perf_counter()
+        result = run_sweep(spec, workers=1, devices="cpu")
+        wall = time.perf_counter() - start
+        trials = result.trials
+        done = trials[trials["state"] == "COMPLETE"]
+        studies[pruner] = {"wall_s": round(wall, 1), "trials": len(trials), "complete": len(done),
+                           "pruned": int((trials["state"] == "PRUNED").sum()),
+                           "epochs_trained": _epochs_trained(list(trials["run_dir"])),
+                           "best": round(float(done["value"].max()), 4) if len(done) else None,
+                           "values": [None if v != v else round(float(v), 4) for v in trials["value"]],
+                           "lr": [round(float(v), 5) for v in trials["param_lr"]]}  # fmt: skip
+    base, pruned = studies["none"], studies["median"]
+    return {"budget": fixed, "search": search, "studies": studies,
+            "wall_saved": round(1 - pruned["wall_s"] / base["wall_s"], 3),
+            "epochs_saved": round(1 - pruned["epochs_trained"] / max(base["epochs_trained"], 1), 3)}  # fmt: skip
+
+
 def main() -> None:
     """Command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,12 +147,18 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--n-workers", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="continue the previous seeds sweep instead of restarting")
+    p = sub.add_parser("pruning")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--img-size", type=int, default=40)
+    p.add_argument("--limit", type=int, default=2500, help="first N rows of each split (0: all)")
     for p in sub.choices.values():
         p.add_argument("--json", default=None)
     args = parser.parse_args()
     # Runs and studies of the benchmark stay apart from the user's (set here, at run time, for the workers too).
     os.environ["FH_OUTPUTS"] = str(BENCH_OUT)
-    figures = {"overhead": overhead, "concurrency": concurrency, "seeds": seeds}[args.mode](args)
+    figures = {"overhead": overhead, "concurrency": concurrency, "seeds": seeds, "pruning": pruning}[args.mode](args)
     report(f"sweep_{args.mode}", figures, args.json)
 
 
