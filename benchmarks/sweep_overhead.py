@@ -22,6 +22,8 @@ import statistics
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from benchmarks.common import ROOT, demo_root, report
 
 BENCH_OUT = ROOT / "outputs" / "bench_runs" / "sweeps"
@@ -34,15 +36,20 @@ def _fresh_sweep(name: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run(name: str, fixed: dict, grid: dict, workers: int, devices: str = "cpu", fresh: bool = True) -> dict:
+def _sweep(name: str, fixed: dict, plan: dict, workers: int, devices: str = "cpu", fresh: bool = True):
+    """Run notebook 04 as the sweep ``name`` (``plan``: its grid, or its search and sampler settings); timed."""
     from fh_utils.workbook.sweeps import run_sweep
 
     if fresh:
         _fresh_sweep(name)
-    spec = {"name": name, "notebook": "04_train_st2.ipynb", "fixed": fixed, "grid": grid}
     start = time.perf_counter()
-    result = run_sweep(spec, workers=workers, devices=devices)
-    wall = time.perf_counter() - start
+    result = run_sweep({"name": name, "notebook": "04_train_st2.ipynb", "fixed": fixed, **plan}, workers=workers,
+                       devices=devices)  # fmt: skip
+    return result, time.perf_counter() - start
+
+
+def _run(name: str, fixed: dict, grid: dict, workers: int, devices: str = "cpu", fresh: bool = True) -> dict:
+    result, wall = _sweep(name, fixed, {"grid": grid}, workers, devices, fresh)
     trials = result.trials
     done = trials[trials["state"] == "COMPLETE"]
     notebook_s = float(trials["seconds"].fillna(0).sum())
@@ -89,30 +96,19 @@ def seeds(args: argparse.Namespace) -> dict:
 
 
 def _epochs_trained(run_dirs: list) -> int:
-    total = 0
-    for run_dir in run_dirs:
-        history = Path(run_dir) / "history.csv" if isinstance(run_dir, str) else None
-        if history is not None and history.exists():
-            total += max(0, len(history.read_text().strip().splitlines()) - 1)
-    return total
+    histories = [Path(d) / "history.csv" for d in run_dirs if isinstance(d, str)]  # a trial without a folder: NaN
+    return sum(len(pd.read_csv(h)) for h in histories if h.exists())
 
 
 def pruning(args: argparse.Namespace) -> dict:
     """One seeded TPE search of notebook 04, without and with the median pruner: what pruning saves and costs."""
-    from fh_utils.workbook.sweeps import run_sweep
-
     fixed = {"data_root": str(Path(args.data_root).resolve()), "epochs": args.epochs, "img_size": args.img_size,
              "limit": args.limit, "device": "cpu", "num_workers": 0, "cache": True}  # fmt: skip
     search = {"lr": {"low": 1e-4, "high": 0.3, "log": True}, "label_smoothing": {"low": 0.0, "high": 0.2}}
     studies = {}
     for pruner in ("none", "median"):
-        name = f"pruning-{pruner}"
-        _fresh_sweep(name)
-        spec = {"name": name, "notebook": "04_train_st2.ipynb", "fixed": fixed, "search": search,
-                "n_trials": args.trials, "sampler": "tpe", "seed": 0, "pruner": pruner}  # fmt: skip
-        start = time.perf_counter()
-        result = run_sweep(spec, workers=1, devices="cpu")
-        wall = time.perf_counter() - start
+        plan = {"search": search, "n_trials": args.trials, "sampler": "tpe", "seed": 0, "pruner": pruner}
+        result, wall = _sweep(f"pruning-{pruner}", fixed, plan, workers=1)
         trials = result.trials
         done = trials[trials["state"] == "COMPLETE"]
         studies[pruner] = {"wall_s": round(wall, 1), "trials": len(trials), "complete": len(done),
