@@ -61,6 +61,13 @@ def commands(quick: bool) -> list[list[str]]:
         pruning = ["benchmarks.sweep_overhead", "pruning", "--data-root", str(PRODUCTS_B), "--trials", "8",
                    "--epochs", "4", "--json", str(OUT / "sweep_pruning.json")]  # fmt: skip
         cmds.append(py + pruning)
+        # The training loader's crops/s by workers (0, 1, 2) and input side, warm cache (issue 22): ~2 minutes.
+        cmds.append(py + ["benchmarks.loader_throughput", "--scaling", "--data-root", str(PRODUCTS_B), "--workers",
+                          "0", "1", "2", "--sizes", "56", "112", "224", "--limit", "2000", "--epochs", "2",
+                          "--json", str(OUT / "loader_scaling.json")])  # fmt: skip
+        # The dry run of the default ST2 submission on 900 images in a fresh interpreter (issue 20).
+        cmds.append(py + ["benchmarks.submission_dry_run", "--data-root", str(PRODUCTS_B), "--images", "900",
+                          "--json", str(OUT / "submission_dry_run.json")])  # fmt: skip
     return cmds
 
 

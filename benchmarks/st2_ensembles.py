@@ -95,10 +95,10 @@ def main() -> None:
     import torch
 
     from fh_utils.data import reader
+    from fh_utils.inference.predictor import Predictor
     from fh_utils.models.ensemble import average_probabilities, member_from_run
     from fh_utils.tasks import get_task
     from fh_utils.training.metrics import acsa
-    from fh_utils.workbook.submission import predict_members
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.train_rows:
@@ -122,7 +122,7 @@ def main() -> None:
             if saved.exists():
                 p = np.load(saved)
             else:
-                p = predict_members([m], rows, task, tta=tta, progress=False, root=csv.parent)[0]["Color"]
+                p = Predictor([m], tta=tta).predict_rows(rows, csv.parent).probabilities["Color"]
                 np.save(saved, p)
             probs[tta][n] = p
             singles.setdefault(n, {"size_mb": round(m.size_mb, 3), "validated": m.score})[tta] = round(

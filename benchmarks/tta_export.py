@@ -44,14 +44,14 @@ def _train(name: str, backbone: str, args: argparse.Namespace, out: Path) -> Pat
 
 def _measure(member, rows, task, root: Path, tta: str = "none") -> dict:
     """Val score and CPU throughput (crops, model and averaging; model loading excluded)."""
+    from fh_utils.inference.predictor import Predictor
     from fh_utils.training.metrics import task_metrics
-    from fh_utils.workbook.submission import _predictions, predict_members
 
     start = time.perf_counter()
-    probs = predict_members([member], rows, task, tta=tta, progress=False, root=root)[0]
+    prediction = Predictor([member], tta=tta).predict_rows(rows, root)
     seconds = time.perf_counter() - start
     y = rows[task.label_columns].to_numpy()
-    score = task_metrics(task, y, _predictions(task, probs))["score"]
+    score = task_metrics(task, y, prediction.predictions(task))["score"]
     return {"score": round(score, 4), "img_per_s": round(len(rows) / seconds, 1), "size_mb": round(member.size_mb, 3)}
 
 

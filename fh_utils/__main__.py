@@ -1,4 +1,4 @@
-"""Command line: ``python -m fh_utils {demo,demo-data,validate,cache,nobg,sweep} ...``."""
+"""Command line: ``python -m fh_utils {demo,demo-data,validate,cache,nobg,sweep,package,dashboard,board} ...``."""
 
 from __future__ import annotations
 
@@ -79,6 +79,38 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _package(args: argparse.Namespace) -> int:
+    from fh_utils.workbook.packaging import dry_run_on_split, package_submission
+
+    package = package_submission(args.run, task=args.task, out_dir=args.out or "", model_name=args.model_name,
+                                 tta=args.tta, key=args.key, weights=args.weights, name=args.name)  # fmt: skip
+    print(package)
+    if args.no_dry_run:
+        return 0
+    dry = dry_run_on_split(package, args.data_root, args.split, args.limit)
+    print(dry.output.rstrip())
+    print(f"dry run: {dry.rows:,} rows, submit()() {dry.seconds:.1f} s, {dry.total_seconds:.1f} s with the "
+          f"interpreter start; fh_utils from {dry.fh_utils_file}")  # fmt: skip
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from fh_utils.workbook.dashboard import serve_dashboard
+
+    try:
+        serve_dashboard(args.target, port=args.port, host=args.host)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+def _board(args: argparse.Namespace) -> int:
+    from fh_utils.workbook.dashboard import run_board
+
+    return run_board(args.logdir, port=args.port, host=args.host)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m fh_utils", description=__doc__)
@@ -130,6 +162,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="fixed notebook parameter added to the spec's (repeatable), e.g. --param data_root=../data/x")
     p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("package", help="write the folder the leaderboard scores (task.ipynb, model/, code), then "
+                                       "dry-run it on a val split laid out as /aif/Dataset")
+    p.add_argument("run", help="a run folder or name, a saved ensemble or int8 export, runs comma-separated, or a "
+                               "top_k.json")
+    p.add_argument("--out", type=Path, default=None, help="submission folder (default outputs/submissions/<name>)")
+    p.add_argument("--model-name", default="", help="the name the leaderboard shows (default: the submission's)")
+    p.add_argument("--name", default="", help="submission name (default: the run's folder name)")
+    p.add_argument("--task", default="", choices=["", "st1", "st2"])
+    p.add_argument("--tta", default="", help="none, hflip or hflip+crops (default: what the run's evaluation used)")
+    p.add_argument("--weights", default="", help="ensemble weights, comma-separated")
+    p.add_argument("--key", default="", help="the team's key, written into task.ipynb (default empty: no upload)")
+    p.add_argument("--data-root", default="", help="data whose split the dry run predicts (default: the default)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--limit", type=int, default=0, help="dry-run on the first N rows only")
+    p.add_argument("--no-dry-run", action="store_true", help="write the folder only")
+    p.set_defaults(func=_package)
+
+    p = sub.add_parser("dashboard", help="optuna-dashboard of a sweep's study, read-only, on a loopback port")
+    p.add_argument("target", help="sweep name (its journal under outputs/sweeps/), a journal file, or the --storage "
+                                  "URL the sweep ran with (postgresql://...)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.set_defaults(func=_dashboard)
+
+    p = sub.add_parser("board", help="TensorBoard over every run's scalars (outputs/runs/*/tb) on a loopback port")
+    p.add_argument("--logdir", type=Path, default=None, help="default outputs/runs")
+    p.add_argument("--port", type=int, default=6006)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.set_defaults(func=_board)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -15,10 +15,15 @@ from typing import Any
 import pandas as pd
 
 from fh_utils.io import atomic_write, read_json, write_json  # noqa: F401  (re-exported for run code)
-from fh_utils.paths import runs_dir
+from fh_utils.paths import project_root, runs_dir
 
 CONFIG_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "history.csv", "metrics.json"
 BEST_CKPT, LAST_CKPT = "best.pt", "last.pt"
+STATE_FILE, TB_DIR = "state.json", "tb"
+# A run's state: "running" while its process lives (heartbeat), then how it ended. "killed" is never written
+# by the run itself (SIGKILL, power loss): read_run_state infers it from a dead pid or a stale heartbeat.
+RUN_STATES = ("running", "finished", "failed", "pruned", "killed")
+HEARTBEAT_S, STALE_S = 30.0, 150.0
 
 
 def default_run_name(task: str | None = None, backbone: str | None = None, img_size: int | None = None) -> str:
@@ -88,6 +93,21 @@ def latest_run(task: str | None, need: str, root: str | Path | None = None) -> P
         what = f"task {task}" if task else "any task"
         raise FileNotFoundError(f"no run of {what} with {need} under {root}; train one with notebook 03/04")
     return max(candidates, key=lambda p: (p / need).stat().st_mtime)
+
+
+def run_candidates(name: str | Path) -> list[Path]:
+    """Where a run folder (or a file such as ``top_k.json``) typed by a user may be, in the order looked at.
+
+    The path as given (absolute, or relative to the working directory), relative to the repository root (a
+    notebook's kernel runs in ``notebooks/`` while its user typed the path from the root), and as a name under
+    ``outputs/runs``. Duplicates are dropped.
+    """
+    path = Path(name).expanduser()
+    seen: list[Path] = []
+    for candidate in (path.absolute(), project_root() / path, runs_dir() / path):
+        if candidate not in seen:
+            seen.append(candidate)
+    return seen
 
 
 def config_task(config: dict) -> str | None:

@@ -50,3 +50,18 @@ def test_acsa_equals_scikit_learn_balanced_accuracy_on_random_labels(seed):
     assert acsa(y_true, y_pred, 18) == pytest.approx(expected, abs=1e-12)
     assert task_metrics(ST2, y_true[:, None], y_pred[:, None])["score"] == pytest.approx(expected, abs=1e-12)
     assert acsa(y_true, y_pred, 18) != pytest.approx(float(np.mean(y_true == y_pred)), abs=1e-3), "ACSA is not top-1"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_confusion_matrix_equals_scikit_learn_and_drops_out_of_range_pairs(seed):
+    """The NumPy confusion matrix (the packaged submission has no scikit-learn) is scikit-learn's, cell for cell,
+    including pairs with a class outside the range, which both leave out."""
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    from fh_utils.training.metrics import confusion_matrix
+
+    rng = np.random.default_rng(seed)
+    y_true, y_pred = rng.integers(-1, 7, 300), rng.integers(0, 8, 300)
+    expected = sk_confusion_matrix(y_true, y_pred, labels=np.arange(6))
+    np.testing.assert_array_equal(confusion_matrix(y_true, y_pred, 6), expected)
+    assert confusion_matrix(y_true, y_pred, 6).sum() == ((y_true >= 0) & (y_true < 6) & (y_pred < 6)).sum()

@@ -122,9 +122,29 @@ def test_training_and_submission_fill_the_run_folder(executed, run, task, column
     for name in ["config.json", "history.csv", "metrics.json", "best.pt", "last.pt", "submission.csv"]:
         assert (folder / name).exists(), name
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert 0.0 <= metrics["score"] <= 1.0 and metrics["task"] == task
+    history = pd.read_csv(folder / "history.csv")
+    assert metrics["task"] == task and metrics["score"] == history["val_score"].max()  # the best epoch's
+    # Notebook 05 scored the run on its val CSV with the TTA of its final evaluation: the score recorded there.
+    scored = json.loads((folder / "submission_metrics.json").read_text())
+    assert scored["tta"] == metrics.get("tta", "none")
+    assert scored["score"] == metrics.get("tta_score", metrics["score"]), (scored["score"], metrics)
     if task == "st2":
-        assert 0.0 <= metrics["baseline_score"] <= 1.0
+        per_class = [a for a in metrics["baseline_per_class"] if a is not None]
+        assert metrics["baseline_score"] == pytest.approx(sum(per_class) / len(per_class), abs=1e-12)  # its ACSA
     sub = pd.read_csv(folder / "submission.csv")
-    assert list(sub.columns) == columns
+    assert list(sub.columns) == columns and len(sub) == scored["rows"]
     assert len(list((folder / "figures").glob("*.png"))) >= 4
+
+
+def test_packaging_notebook_dry_runs_exactly_the_validated_score(executed, _outputs_in_tmp):
+    """Notebook 07 packages test-st2 with the TTA its final evaluation recorded and dry-runs the folder on the whole
+    val split laid out as /aif/Dataset: the score is the run's recorded tta_score, to the last digit."""
+    folder = _outputs_in_tmp / "submissions" / "test-st2"
+    report = json.loads((_outputs_in_tmp / "submissions" / "test-st2.dry_run.json").read_text())
+    metrics = json.loads((executed["test-st2"] / "metrics.json").read_text())
+    spec = json.loads((folder / "model" / "submission.json").read_text())
+    assert spec["tta"] == metrics["tta"] == "hflip"
+    assert report["score"] == metrics["tta_score"] == spec["validated_score"]
+    val_rows = len((executed["test-st2"] / "val_predictions.csv").read_text().splitlines()) - 1
+    assert report["rows"] == val_rows
+    assert sorted(p.name for p in folder.iterdir()) == ["fh_utils.zip", "model", "task.ipynb"]

@@ -1,20 +1,26 @@
 """Competition metrics: per-head top-1, per-class accuracy, ACSA and the task score.
 
-Built on scikit-learn's confusion matrix; ACSA (average class-specific accuracy) is the mean over the
-classes present in the labels of their recall, i.e. scikit-learn's balanced accuracy.
+Built on a NumPy confusion matrix (the packaged submission scores its dry run with this module, and the
+scoring server's Python has no scikit-learn); ACSA (average class-specific accuracy) is the mean over the
+classes present in the labels of their recall, i.e. scikit-learn's balanced accuracy (a test checks both).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 
 from fh_utils.tasks import Task
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(num_classes, num_classes)`` counts; rows are true classes, columns predictions."""
-    return _sk_confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=np.arange(num_classes))
+    """``(num_classes, num_classes)`` counts; rows are true classes, columns predictions.
+
+    Pairs with a class outside ``0..num_classes-1`` are left out, as scikit-learn does with ``labels=``.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64).ravel(), np.asarray(y_pred, dtype=np.int64).ravel()
+    keep = (y_true >= 0) & (y_true < num_classes) & (y_pred >= 0) & (y_pred < num_classes)
+    flat = y_true[keep] * num_classes + y_pred[keep]
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

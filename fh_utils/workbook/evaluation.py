@@ -103,21 +103,20 @@ def record_tta(run_dir: str | Path, tta: str, result: dict) -> dict:
 def evaluate_best(setup: RunSetup, loaders: dict, device: torch.device | str) -> tuple[torch.nn.Module, dict]:
     """Notebooks 03/04's final evaluation: reload ``best.pt``, score val with the run's TTA, and record it.
 
-    ``metrics.json`` gets ``tta`` / ``tta_score`` and ``val_predictions.csv`` is written.
+    The model is loaded and wrapped by :class:`fh_utils.inference.predictor.Predictor`, the object notebook 05
+    and the packaged submission predict with. ``metrics.json`` gets ``tta`` / ``tta_score`` and
+    ``val_predictions.csv`` is written.
 
     Returns:
         The best model and the :func:`fh_utils.training.engine.evaluate` result.
     """
-    from fh_utils.models.factory import load_model
-    from fh_utils.training.engine import evaluate
-    from fh_utils.training.tta import with_tta
+    from fh_utils.inference.predictor import Predictor
 
-    best = load_model(setup.run_dir, map_location=device)
-    tta = setup.run["tta"]
-    val = evaluate(with_tta(best, tta), loaders["val"], setup.task, device)
-    record_tta(setup.run_dir, tta, val)
+    predictor = Predictor.load(setup.run_dir / BEST_CKPT, setup.run["tta"], device=device)
+    val = predictor.evaluate(loaders["val"])
+    record_tta(setup.run_dir, predictor.tta, val)
     save_predictions(setup.run_dir, loaders["val"].dataset, val, setup.task)
-    return best, val
+    return predictor.members[0].model, val
 
 
 def no_validation_message(setup: RunSetup) -> str:

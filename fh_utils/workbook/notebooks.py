@@ -168,7 +168,8 @@ def run_demo(params_file: str | Path = DEMO_PARAMS, data_root: str | Path | None
         data_root: Override of the YAML's data root (real data: no demo data is generated).
 
     Returns:
-        ``{"runs": {folder: path}, "scores": {task: score}, "seconds": total}``.
+        ``{"runs": {folder: path}, "scores": {task: metrics}, "submissions": {task: dry-run report},
+        "seconds": total}``.
     """
     from fh_utils.data.demo import ensure_demo_dataset
     from fh_utils.runs import read_json
@@ -197,6 +198,11 @@ def run_demo(params_file: str | Path = DEMO_PARAMS, data_root: str | Path | None
         metrics = folder / "metrics.json"
         if step.get("score_of"):
             results["scores"][step["score_of"]] = read_json(metrics)
+        if step.get("submission_of"):
+            from fh_utils.workbook.packaging import dry_run_report, submissions_dir
+
+            report = dry_run_report(submissions_dir() / step["parameters"]["run_dir"])
+            results.setdefault("submissions", {})[step["submission_of"]] = read_json(report)
     results["seconds"] = time.perf_counter() - start
     return results
 
@@ -213,4 +219,8 @@ def main_demo() -> int:
         if metrics.get("baseline_score") is not None:
             line += f"; colour baseline {metrics['baseline_score']:.4f}"
         print(line)
+    for task, dry in res.get("submissions", {}).items():
+        print(f"  {task.upper()} submission {dry['submission']}: dry run {dry['rows']:,} rows in "
+              f"{dry['seconds']:.1f} s ({dry['total_seconds']:.1f} s with the interpreter start), "
+              f"score {dry['score']:.4f}")
     return 0

@@ -26,34 +26,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from fh_utils.data import reader as _data
-from fh_utils.data.datasets import create_dataset
+from fh_utils.inference.predictor import MODEL_FILES, Predictor, load_members, model_file
+from fh_utils.inference.predictor import _predictions as _predictions
 from fh_utils.io import atomic_write, read_json, write_json
-from fh_utils.models.ensemble import (
-    ENSEMBLE_FILE,
-    Member,
-    average_probabilities,
-    build_ensemble,
-    check_budget,
-    load_ensemble,
-    member_from_run,
-    members_task,
-    save_ensemble,
-)  # fmt: skip
-from fh_utils.models.export import INT8_FILE, load_int8
+from fh_utils.models.ensemble import Member, build_ensemble, check_budget, members_task, save_ensemble
 from fh_utils.models.factory import state_dict_size_mb
-from fh_utils.paths import runs_dir
-from fh_utils.runs import BEST_CKPT, CONFIG_FILE, config_task, create_run_dir, latest_run
+from fh_utils.runs import BEST_CKPT, CONFIG_FILE, config_task, create_run_dir, latest_run, run_candidates
 from fh_utils.tasks import Task, get_task
 from fh_utils.training.metrics import task_metrics
-from fh_utils.training.tta import check_tta, with_tta
+from fh_utils.training.tta import check_tta
 from fh_utils.workbook.workflow import resolve_data_root
 
+__all__ = ["MODEL_FILES", "load_members"]  # re-exported: the prediction half lives in fh_utils.inference
+
 SUBMISSION_FILE, SUBMISSION_METRICS_FILE = "submission.csv", "submission_metrics.json"
-MODEL_FILES = (BEST_CKPT, ENSEMBLE_FILE, INT8_FILE)
 
 
 @dataclass
@@ -91,22 +79,23 @@ class SubmissionSetup:
         return "\n".join(lines)
 
 
-def _model_file(folder: Path) -> Path | None:
-    return next((folder / f for f in MODEL_FILES if (folder / f).is_file()), None)
-
-
 def resolve_run_dir(run_dir: str | Path = "", task: str = "") -> Path:
     """A folder with a model file (``best.pt``, ``ensemble.pt``, ``model_int8.pt``).
 
-    ``run_dir`` is a path, a run name under ``outputs/runs``, or ``""`` (the newest run of ``task`` with ``best.pt``).
+    ``run_dir`` is a path (absolute, relative to the working directory or to the repository root), a run name
+    under ``outputs/runs``, or ``""`` (the newest run of ``task`` with ``best.pt``).
+
+    Raises:
+        FileNotFoundError: No model file in any of those places, each named.
     """
     if not str(run_dir):
         return latest_run(task or None, BEST_CKPT)
-    path = Path(run_dir).expanduser()
-    for candidate in (path, runs_dir() / str(run_dir)):
-        if _model_file(candidate) is not None:
+    candidates = run_candidates(run_dir)
+    for candidate in candidates:
+        if model_file(candidate) is not None:
             return candidate.resolve()
-    raise FileNotFoundError(f"no {' / '.join(MODEL_FILES)} in {path} nor in {runs_dir() / str(run_dir)}")
+    raise FileNotFoundError(f"no {' / '.join(MODEL_FILES)} for {str(run_dir)!r}; looked in "
+                            + ", ".join(str(c) for c in candidates))  # fmt: skip
 
 
 def _runs_from_json(path: Path) -> list[str]:
@@ -126,7 +115,7 @@ def _runs_from_json(path: Path) -> list[str]:
         if not isinstance(entry, str):
             raise ValueError(f"{path}: cannot read a run folder from {entry!r}")
         rel = path.parent / entry
-        out.append(str(rel) if not Path(entry).is_absolute() and _model_file(rel) else entry)
+        out.append(str(rel) if not Path(entry).is_absolute() and model_file(rel) else entry)
     return out
 
 
@@ -134,7 +123,11 @@ def resolve_run_dirs(run_dir: str | Path = "", task: str = "") -> list[Path]:
     """The run folders of ``run_dir``: one folder, comma-separated folders, or a JSON file that lists them."""
     text = str(run_dir).strip()
     if text.endswith(".json") and "," not in text:
-        names = _runs_from_json(Path(text).expanduser())
+        found = [c for c in run_candidates(text) if c.is_file()]
+        if not found:
+            raise FileNotFoundError(f"run list {text!r} not found; looked in "
+                                    + ", ".join(str(c) for c in run_candidates(text)))  # fmt: skip
+        names = _runs_from_json(found[0])
     else:
         names = [t.strip() for t in text.split(",") if t.strip()] or [""]
     return [resolve_run_dir(n, task) for n in names]
@@ -191,7 +184,7 @@ def prepare_submission(
         run, config, members = out, read_json(out / CONFIG_FILE), runs
     else:
         run = runs[0]
-        model_path = _model_file(run)
+        model_path = model_file(run)
         config = read_json(run / CONFIG_FILE) if (run / CONFIG_FILE).exists() else {}
         name = task or config_task(config) or _checkpoint_task(model_path)
         if task and config_task(config) not in (None, task):
@@ -211,17 +204,6 @@ def _checkpoint_task(path: Path) -> str:
     if "model_config" in state:
         return state["model_config"]["task"]
     return state["task"]
-
-
-def load_members(model_path: str | Path) -> list[Member]:
-    """The members a model file holds: one for ``best.pt`` or ``model_int8.pt``, all of an ``ensemble.pt``."""
-    path = Path(model_path)
-    if path.name == ENSEMBLE_FILE:
-        return load_ensemble(path)
-    if path.name == INT8_FILE:
-        model, data = load_int8(path)
-        return [Member(model, data, 1.0, str(path.parent), state_dict_size_mb(model))]
-    return [member_from_run(path.parent)]
 
 
 @dataclass
@@ -266,57 +248,19 @@ class SubmissionResult:
         return len(self.submission) / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _predictions(task: Task, probs: dict[str, np.ndarray]) -> np.ndarray:
-    return np.stack([probs[h.column].argmax(1) for h in task.heads], 1).astype(np.int64)
-
-
-@torch.inference_mode()
-def predict_members(
-    members: list[Member],
-    rows: pd.DataFrame,
-    task: Task,
-    tta: str = "none",
-    batch_size: int = 64,
-    progress: bool = True,
-    root: str | Path = ".",
-) -> list[dict[str, np.ndarray]]:
-    """Every member's ``{column: (N, C) probabilities}`` for validated CSV rows, on the CPU.
-
-    Members that share an input (size, colour spaces, crop settings) share one pass over the crops; each gets
-    the crops its run validated on.
-    """
-    groups: dict[tuple, list[int]] = {}
-    for i, m in enumerate(members):
-        groups.setdefault(m.input_key(), []).append(i)
-    out: list[dict[str, list]] = [{h.column: [] for h in task.heads} for _ in members]
-    for (img_size, spaces, margin, crop), idx in groups.items():
-        dataset = create_dataset(root, task, "test", train=False, df=rows, img_size=img_size,
-                                 augment="none", crop_prob=float(crop), crop_margin=margin,
-                                 color_spaces=spaces)  # fmt: skip
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-        models = [with_tta(members[i].model.cpu().eval(), tta) for i in idx]
-        for x, _ in tqdm(loader, desc="predict", leave=False, disable=not progress):
-            for i, model in zip(idx, models):
-                logits = model(x)
-                for h in task.heads:
-                    out[i][h.column].append(logits[h.column].float().softmax(1))
-    return [{k: torch.cat(v).numpy() for k, v in o.items()} for o in out]
-
-
 def predict_submission(setup: SubmissionSetup, batch_size: int = 64, progress: bool = True) -> SubmissionResult:
-    """Load the model(s), read the CSV and predict every row on the CPU, timed as the scoring server would."""
+    """Load the model(s), read the CSV and predict every row on the CPU, timed as the scoring server would.
+
+    The prediction is :class:`fh_utils.inference.predictor.Predictor`'s, the object the packaged leaderboard
+    submission runs.
+    """
     torch.set_num_threads(setup.threads)
     start = time.perf_counter()
-    members = load_members(setup.model_path)
-    task = members_task(members)
-    rows = _data.read_csv(setup.csv, task, setup.images_dir, labels_optional=True)
-    per_member = predict_members(members, rows, task, setup.tta, batch_size, progress, root=setup.csv.parent)
-    probs = average_probabilities(per_member, [m.weight for m in members])
-    frame = pd.DataFrame({"image_name": rows["image_name"].to_numpy()})
-    for j, h in enumerate(task.heads):
-        frame[h.key] = _predictions(task, probs)[:, j]
+    predictor = Predictor.load(setup.model_path, setup.tta, batch_size=batch_size)
+    pred = predictor.predict_csv(setup.csv, setup.images_dir, progress=progress)
     seconds = time.perf_counter() - start
-    return SubmissionResult(frame, rows, members, task, seconds, probs, per_member, setup.tta)
+    return SubmissionResult(pred.frame, pred.rows, predictor.members, predictor.task, seconds, pred.probabilities,
+                            pred.member_probabilities, setup.tta)  # fmt: skip
 
 
 def size_report(result: SubmissionResult | torch.nn.Module, task: Task | None = None) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from fh_utils.data.datasets import create_loaders
 from fh_utils.io import read_json, write_json
 from fh_utils.models.factory import DEFAULT_BACKBONE, create_model
 from fh_utils.paths import default_data_root, runs_dir
-from fh_utils.runs import LAST_CKPT, create_run_dir, latest_run
+from fh_utils.runs import LAST_CKPT, create_run_dir, latest_run, run_candidates
 from fh_utils.tasks import Task, get_task
 from fh_utils.training.config import TrainConfig
 from fh_utils.training.engine import FitResult, class_priors, fit, resolve_device, seed_everything
@@ -239,10 +239,8 @@ def resolve_teacher(teacher: str | list[str] | None) -> list[str] | None:
     items = [t.strip() for t in teacher.split(",")] if isinstance(teacher, str) else list(teacher or [])
     resolved = []
     for item in filter(None, items):
-        path = Path(item).expanduser()
-        if not path.exists() and (runs_dir() / item).is_dir():
-            path = runs_dir() / item
-        resolved.append(str(path.resolve()) if path.exists() else item)
+        path = next((c for c in run_candidates(item) if c.exists()), None)
+        resolved.append(str(path.resolve()) if path is not None else item)
     return resolved or None
 
 
