@@ -68,18 +68,45 @@ def overhead(args: argparse.Namespace) -> dict:
     return res
 
 
+def _warm_cache(fixed: dict) -> None:
+    # Build the decode-once cache the trials read (beside the demo data) once, so no trial pays for it.
+    from fh_utils.data.cache import build_cache
+    from fh_utils.data.datasets import create_loaders
+
+    for loader in create_loaders(fixed["data_root"], "st2", img_size=fixed["img_size"], limit=fixed["limit"],
+                                 cache=True).values():  # fmt: skip
+        src = loader.dataset.source
+        build_cache(src.specs, src.cache_dir, src.params, progress=False)
+
+
 def concurrency(args: argparse.Namespace) -> dict:
-    """Trials per hour of the same sweep with each worker count (the one-worker run also gives the overhead)."""
-    root = demo_root("sweep", scale=0.3, size_range=(300, 500))
+    """Trials per hour of the same sweep with each worker count (the one-worker run also gives the overhead).
+
+    On a GPU (``--devices 0``) every worker shares that GPU; its mean utilisation over each sweep is reported.
+    """
+    from benchmarks.gpu_fit import GpuSampler
+    from fh_utils.training.engine import resolve_device
+
+    root = Path(args.data_root).resolve() if args.data_root else demo_root("sweep", scale=args.scale,
+                                                                            size_range=(300, 500))  # fmt: skip
     fixed = {**TINY, "data_root": str(root), **({"device": "cuda"} if args.devices != "cpu" else {})}
     if args.backbone:
-        fixed.update(backbone=args.backbone, img_size=args.img_size, epochs=args.epochs, limit=args.limit)
+        fixed.update(backbone=args.backbone, img_size=args.img_size, epochs=args.epochs, limit=args.limit,
+                     batch_size=args.batch_size)  # fmt: skip
+    fixed.update(num_workers=args.num_workers, cache=args.cache)  # -1: auto, from each trial's share of the cores
+    if args.cache:
+        _warm_cache(fixed)
+    device = resolve_device("cpu" if args.devices == "cpu" else f"cuda:{args.devices}")
     runs = {}
     for n in args.workers:
-        runs[n] = _run(f"workers-{n}", fixed, {"seed": list(range(args.trials))}, workers=n,
-                       devices=",".join([args.devices] * n) if args.devices != "cpu" else "cpu")  # fmt: skip
+        with GpuSampler(device, interval=0.5) as sampler:
+            start = time.perf_counter()
+            runs[n] = _run(f"workers-{n}", fixed, {"seed": list(range(args.trials))}, workers=n,
+                           devices=",".join([args.devices] * n) if args.devices != "cpu" else "cpu")  # fmt: skip
+        runs[n]["gpu_util_mean"] = sampler.mean(start, time.perf_counter())
     base = runs[args.workers[0]]["trials_per_hour"]
-    return {"runs": runs, "speedup": {n: round(r["trials_per_hour"] / base, 2) for n, r in runs.items()}}
+    return {"fixed": {k: v for k, v in fixed.items() if k != "data_root"}, "runs": runs,
+            "speedup": {n: round(r["trials_per_hour"] / base, 2) for n, r in runs.items()}}  # fmt: skip
 
 
 def seeds(args: argparse.Namespace) -> dict:
@@ -137,6 +164,11 @@ def main() -> None:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="with --backbone (notebook 04's default)")
+    p.add_argument("--num-workers", type=int, default=0, help="each trial's loader workers (-1: auto)")
+    p.add_argument("--cache", action="store_true", help="trials read the decode-once cache (built first)")
+    p.add_argument("--scale", type=float, default=0.3, help="demo data scale (0.3: ~450 train rows)")
+    p.add_argument("--data-root", default="", help="train on this data instead of generated demo data")
     p = sub.add_parser("seeds")
     p.add_argument("--data-root", required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

@@ -50,3 +50,27 @@ def test_config_json_records_the_resolved_number(demo_root, monkeypatch):
     monkeypatch.setattr(workflow.os, "cpu_count", lambda: 2)  # end to end without starting worker processes
     run_dir, _ = workflow.train_from_params("st2", {**params, "color_baseline": False}, progress=False)
     assert json.loads((run_dir / "config.json").read_text())["data"]["num_workers"] == 0
+
+
+def test_a_gpu_trial_gets_the_workers_that_keep_up_with_its_gpu(monkeypatch):
+    """With the cache, ceil(headroom * GPU img/s / crops/s of one worker) for the nearest measured side, never
+    more than the trial's cores leave beside its main process (issue 22)."""
+    monkeypatch.setattr(workflow, "GPU_TRAIN_IMG_PER_S", {56: 4000.0, 224: 1000.0})
+    monkeypatch.setattr(workflow, "CACHED_CROPS_PER_S_PER_WORKER", {56: 1000.0, 224: 500.0})
+    monkeypatch.setattr(workflow, "LOADER_HEADROOM", 1.25)
+    monkeypatch.setattr(workflow.os, "cpu_count", lambda: 16)
+    assert resolve_num_workers(-1, "cuda", True, img_size=56) == 5  # ceil(1.25 * 4000 / 1000)
+    assert resolve_num_workers(-1, "cuda", True, img_size=64) == 5  # 64 px: the 56 px figures
+    assert resolve_num_workers(-1, "cuda", True, img_size=224) == 3  # ceil(1.25 * 1000 / 500)
+    assert resolve_num_workers(-1, "cuda", True, img_size=56, cores=4) == 3  # a sweep trial's share of 4 cores
+    assert resolve_num_workers(-1, "cuda", False, img_size=224, cores=4) == 3  # no cache: every spare core
+    assert resolve_num_workers(-1, "cuda", True, img_size=56, cores=2) == 0
+    assert workflow.workers_to_keep_up(10.0, 1000.0) == 1  # a slow GPU still gets a worker
+
+
+def test_a_sweep_trials_threads_are_the_cores_its_workers_come_from(demo_root, monkeypatch):
+    params = {"data_root": str(demo_root), "run_name": "auto-threads", "backbone": "fh_colornet", "img_size": 32,
+              "device": "cpu", "num_workers": -1, "cache": True}  # fmt: skip
+    monkeypatch.setattr(workflow.os, "cpu_count", lambda: 16)
+    assert workflow.prepare_training("st2", params).data.num_workers == 4
+    assert workflow.prepare_training("st2", {**params, "threads": 4}).data.num_workers == 2  # 4 cores: half

@@ -45,6 +45,10 @@ from fh_utils.training.metrics import task_metrics
 
 log = logging.getLogger("fh_utils.train")
 
+# Steps between progress-bar updates of fit; each update reads the running loss and top-1 from the device (a
+# host-device sync), the only read inside an epoch (none with progress=False).
+PROGRESS_EVERY = 25
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch; call before :func:`fh_utils.models.create_model` for a reproducible init."""
@@ -70,6 +74,11 @@ def set_threads(num_workers: int, threads: int | None = None) -> int:
     n = threads or max(1, cores - num_workers)
     torch.set_num_threads(n)
     return n
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    # Running sums on the device: float64 (the precision of the Python floats they replace) where it exists.
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -110,14 +119,19 @@ class MultiHeadLoss(nn.Module):
         self.weights = {h.column: float((cfg.head_weights or {}).get(h.column, 1.0)) for h in task.heads}
         self.priors = priors if cfg.loss == "logit_adjust" else None
         self.tau = cfg.logit_adjust_tau
+        # log(prior) once, as buffers: .to(device) moves them, so no step copies a CPU tensor to the GPU (a sync).
+        for j, head in enumerate(task.heads):
+            if self.priors is not None:
+                self.register_buffer(f"log_prior_{j}", self.priors[head.column].log(), persistent=False)
 
     def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the heads' losses; ``targets`` is ``(B, n_heads)``."""
         total = 0.0
         for j, head in enumerate(self.task.heads):
             logits, y = outputs[head.column].float(), targets[:, j]
-            if self.priors is not None:
-                loss = logit_adjusted_loss(logits, y, self.priors[head.column], self.tau, self.smoothing)
+            if self.priors is not None:  # logit_adjusted_loss with the log prior already on the device
+                shifted = logits + self.tau * getattr(self, f"log_prior_{j}").to(logits)
+                loss = F.cross_entropy(shifted, y, label_smoothing=self.smoothing)
             else:
                 loss = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
             total = total + self.weights[head.column] * loss
@@ -183,23 +197,25 @@ def evaluate(
     device = resolve_device(device) if isinstance(device, str) else device
     model.eval()
     preds, targets, probs = [], [], {h.column: [] for h in task.heads}
-    loss_sum, n = 0.0, 0
+    loss_sum, n = torch.zeros((), dtype=_sum_dtype(device), device=device), 0
     for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
             out = model(x)
         if criterion is not None:
-            loss_sum += float(criterion(out, y)) * len(y)
+            loss_sum += criterion(out, y).to(loss_sum.dtype) * len(y)
         n += len(y)
-        preds.append(torch.stack([out[h.column].argmax(1) for h in task.heads], 1).cpu())
-        targets.append(y.cpu())
+        # Kept on the device and copied once after the last batch: no host-device sync per batch.
+        preds.append(torch.stack([out[h.column].argmax(1) for h in task.heads], 1))
+        targets.append(y)
         for h in task.heads:
-            probs[h.column].append(out[h.column].float().softmax(1).cpu())
-    y_true, y_pred = torch.cat(targets).numpy(), torch.cat(preds).numpy()
+            probs[h.column].append(out[h.column].float().softmax(1))
+    y_true, y_pred = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
     result = task_metrics(task, y_true, y_pred)
     if criterion is not None:
-        result["loss"] = loss_sum / max(1, n)
-    result.update(targets=y_true, predictions=y_pred, probabilities={k: torch.cat(v).numpy() for k, v in probs.items()})
+        result["loss"] = float(loss_sum) / max(1, n)
+    result.update(targets=y_true, predictions=y_pred,
+                  probabilities={k: torch.cat(v).cpu().numpy() for k, v in probs.items()})  # fmt: skip
     return result
 
 
@@ -448,8 +464,12 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
     seed_epoch(loader, cfg.seed, state.epoch)
     state.model.train()
     start = time.perf_counter()
-    loss_sum, correct, seen = 0.0, 0.0, 0
-    terms = {"train_ce": 0.0, "train_kd": 0.0}
+    # The epoch's running sums stay on the device and are read once, at its end (and by the progress bar every
+    # PROGRESS_EVERY steps): reading a device value every step makes the host wait for the GPU every batch.
+    # Summed in float64 with the operations of the Python sums they replace, so the logged values are unchanged.
+    names = ["train_loss", "train_top1", *(["train_ce", "train_kd"] if loop.distill is not None else [])]
+    sums = torch.zeros(len(names), dtype=_sum_dtype(loop.device), device=loop.device)
+    seen = 0
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False, disable=not loop.progress)
     for i, (x, y) in enumerate(bar):
         x, y = x.to(loop.device, non_blocking=True), y.to(loop.device, non_blocking=True)
@@ -476,20 +496,20 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
         if state.ema is not None:
             state.ema.update(state.model, step=state.epoch * len(loader) + i)
         with torch.no_grad():
-            loss_sum += float(loss) * len(y)
+            hits = torch.stack([(out[h.column].argmax(1) == y[:, j]).float().mean() for j, h in enumerate(task.heads)])
+            parts = [loss.detach(), hits.to(sums.dtype).sum() / len(task.heads)]  # mean top-1 over the heads
             if loop.distill is not None:
-                terms["train_ce"] += float(hard_term) * len(y)
-                terms["train_kd"] += float(soft_term) * len(y)
-            correct += float(np.mean([(out[h.column].argmax(1) == y[:, j]).float().mean().item()
-                                      for j, h in enumerate(task.heads)])) * len(y)  # fmt: skip
+                parts += [hard_term.detach(), soft_term.detach()]
+            sums += torch.stack([p.to(sums.dtype) for p in parts]) * len(y)
             seen += len(y)
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", top1=f"{correct / seen:.3f}")
+        if loop.progress and (i + 1) % PROGRESS_EVERY == 0:
+            loss_now, top1_now = (sums[:2] / seen).tolist()
+            bar.set_postfix(loss=f"{loss_now:.4f}", top1=f"{top1_now:.3f}")
+    means = dict(zip(names, (sums / max(1, seen)).tolist()))  # the epoch's one read: it waits for the last step
     seconds = time.perf_counter() - start
-    row = {"epoch": state.epoch + 1, "lr": state.optimizer.param_groups[0]["lr"],
-           "train_loss": loss_sum / max(1, seen), "train_top1": correct / max(1, seen),
-           "train_img_per_s": seen / max(seconds, 1e-9)}  # fmt: skip
-    if loop.distill is not None:  # both terms of the distillation loss, before the alpha weighting
-        row.update({k: v / max(1, seen) for k, v in terms.items()})
+    row = {"epoch": state.epoch + 1, "lr": state.optimizer.param_groups[0]["lr"], "train_loss": means.pop("train_loss"),
+           "train_top1": means.pop("train_top1"), "train_img_per_s": seen / max(seconds, 1e-9)}  # fmt: skip
+    row.update(means)  # with a teacher: both terms of the distillation loss, before the alpha weighting
     return row
 
 
