@@ -12,7 +12,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-all demo lab bench lint format clean
+.PHONY: install test test-all demo lab board tensorboard dashboard bench mutation lint format clean
 
 install: $(STAMP)
 
@@ -41,15 +41,32 @@ lab: $(STAMP)  ## JupyterLab at notebooks/ with the "Python 3 (fashion-how)" ker
 		--LabApp.default_url=/lab/tree/notebooks --MappingKernelManager.default_kernel_name=python3 \
 		--KernelManager.transport=ipc $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Watching runs (README "Watching runs"): TensorBoard over every run's tb/ folder, optuna-dashboard of one sweep's
+# study (read-only); both on loopback ports. PORT=N for another port; STORAGE=URL for a sweep run with --storage.
+board: $(STAMP)  ## TensorBoard on outputs/runs (every run's scalars) at http://127.0.0.1:6006/
+	$(BIN)/python -m fh_utils board $(if $(PORT),--port $(PORT))
+
+tensorboard: board
+
+dashboard: $(STAMP)  ## optuna-dashboard of a sweep: make dashboard SWEEP=name (or STORAGE=postgresql://...)
+	@test -n "$(SWEEP)$(STORAGE)" || { echo "usage: make dashboard SWEEP=<sweep name> [PORT=8080] (or STORAGE=URL)"; exit 2; }
+	$(BIN)/python -m fh_utils dashboard $(or $(STORAGE),$(SWEEP)) $(if $(PORT),--port $(PORT))
+
 bench: $(STAMP)  ## benchmarks (not part of make test); results go to benchmarks/RESULTS.md by hand
 	$(BIN)/python -m benchmarks.run_all
 
+# Mutation testing of the core (tools/mutation.py; mutmut 3 in staging copies under build/mutation/, each module
+# checked against its fast tests; slow modules on a fixed sample): ~45 min on 2 idle cores; MODULE=path for one.
+# Report: build/mutation/report.md. Not part of make test.
+mutation: $(STAMP)  ## mutation score of the core modules (MODULE=path for one)
+	$(BIN)/python tools/mutation.py $(if $(MODULE),--module $(MODULE)) $(MUTATION_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check fh_utils tests benchmarks
+	$(BIN)/ruff check fh_utils tests benchmarks tools
 	$(BIN)/python -m nbstripout --keep-id --verify notebooks/*.ipynb
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix fh_utils tests benchmarks
+	$(BIN)/ruff check --fix fh_utils tests benchmarks tools
 	$(BIN)/python -m nbstripout --keep-id notebooks/*.ipynb
 
 clean:

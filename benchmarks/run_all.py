@@ -33,6 +33,8 @@ def commands(quick: bool) -> list[list[str]]:
               "--json", str(OUT / "sweep_overhead.json")],
         py + ["benchmarks.sweep_overhead", "concurrency", "--trials", "2" if quick else "4", "--workers", "1", "2",
               "--json", str(OUT / "sweep_concurrency.json")],
+        # Watching runs (issue 21): what TensorBoard events and the run-state heartbeat cost an epoch (bound: 1 %).
+        py + ["benchmarks.watch_overhead", "--repeats", "1" if quick else "3", "--json", str(OUT / "watch.json")],
     ]  # fmt: skip
     if PRODUCTS_B.exists() and not quick:
         # The recorded budget of the ST2 table: 6 recipes x 2 seeds, about an hour on 2 cores.

@@ -1,13 +1,18 @@
 """Run folders: ``outputs/runs/<run_name>/`` holds everything one run writes.
 
 ``config.json`` (resolved configuration), ``history.csv`` (a row per epoch), ``metrics.json`` (the best
-epoch), ``best.pt`` / ``last.pt`` (checkpoints), ``figures/``, ``train.log`` and the executed notebook. All
-files are written atomically (temporary file, then rename): an interruption leaves the previous version.
+epoch), ``best.pt`` / ``last.pt`` (checkpoints), ``state.json`` (running, finished, failed, pruned, killed:
+:func:`read_run_state`), ``tb/`` (TensorBoard scalars), ``figures/``, ``train.log`` and the executed notebook.
+All files are written atomically (temporary file, then rename): an interruption leaves the previous version.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -119,7 +124,8 @@ def config_task(config: dict) -> str | None:
 def list_runs(root: str | Path | None = None) -> pd.DataFrame:
     """One row per run folder (sweep trials included) that has a ``metrics.json``.
 
-    Columns: run (path under ``root``), task, backbone, img_size, best epoch, score, baseline_score.
+    Columns: run (path under ``root``), state (:func:`read_run_state`), task, backbone, img_size, best epoch,
+    score, baseline_score.
     """
     root = Path(root) if root is not None else runs_dir()
     rows = []
@@ -129,8 +135,123 @@ def list_runs(root: str | Path | None = None) -> pd.DataFrame:
         config = read_json(config_path) if config_path.exists() else {}
         model = config.get("model", {})
         rows.append(
-            dict(run=str(metrics_path.parent.relative_to(root)), task=metrics.get("task"),
+            dict(run=str(metrics_path.parent.relative_to(root)), state=read_run_state(metrics_path.parent)["state"],
+                 task=metrics.get("task"),
                  backbone=model.get("backbone"), img_size=model.get("img_size"), epoch=metrics.get("epoch"),
                  score=metrics.get("score"), baseline_score=metrics.get("baseline_score"))  # fmt: skip
         )
-    return pd.DataFrame(rows, columns=["run", "task", "backbone", "img_size", "epoch", "score", "baseline_score"])
+    columns = ["run", "state", "task", "backbone", "img_size", "epoch", "score", "baseline_score"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_run_state(run_dir: str | Path, state: str, **info: Any) -> dict:
+    """Write ``state.json``: ``state`` (one of :data:`RUN_STATES`), this process's host and pid, the time.
+
+    Args:
+        run_dir: Run folder.
+        state: ``"running"`` (also the heartbeat), ``"finished"``, ``"failed"`` or ``"pruned"``.
+        **info: More fields (epoch, epochs, error, ...), merged over the previous file's.
+
+    Returns:
+        The record written.
+    """
+    if state not in RUN_STATES:
+        raise ValueError(f"run state {state!r} is not one of {RUN_STATES}")
+    path = Path(run_dir) / STATE_FILE
+    previous = read_json(path) if path.exists() else {}
+    record = {**previous, **info, "state": state, "host": socket.gethostname(), "pid": os.getpid(),
+              "heartbeat": time.time()}  # fmt: skip
+    write_json(path, record)
+    return record
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def read_run_state(run_dir: str | Path, now: float | None = None, stale_s: float = STALE_S) -> dict:
+    """A run's state from its ``state.json``, with ``"killed"`` inferred for a run that stopped beating.
+
+    A ``"running"`` record is taken as killed when it was written on this host by a pid that no longer exists,
+    or when its heartbeat (every :data:`HEARTBEAT_S` seconds) is older than ``stale_s``. A run folder from
+    before run states (no ``state.json``) is ``"finished"`` when ``history.csv`` holds every epoch of
+    ``config.json``, else ``"unknown"``.
+
+    Returns:
+        The record (``state``, ``host``, ``pid``, ``heartbeat``, ``epoch``, ...) with ``state`` resolved and
+        ``age_s``, the seconds since the last write (None without a file).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / STATE_FILE
+    if not path.exists():
+        return {"state": _legacy_state(run_dir), "age_s": None}
+    try:
+        record = read_json(path)
+    except ValueError:  # written atomically, so only a hand-edited file gets here
+        return {"state": "unknown", "age_s": None}
+    age = (time.time() if now is None else now) - float(record.get("heartbeat", 0))
+    record["age_s"] = age
+    if record.get("state") == "running":
+        dead = record.get("host") == socket.gethostname() and not _pid_alive(int(record.get("pid") or 0))
+        if dead or age > stale_s:
+            record["state"] = "killed"
+    return record
+
+
+def _legacy_state(run_dir: Path) -> str:
+    try:
+        epochs = (read_json(run_dir / CONFIG_FILE).get("train") or {}).get("epochs")
+        done = len(pd.read_csv(run_dir / HISTORY_FILE))
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return "unknown"
+    return "finished" if epochs and done >= int(epochs) else "unknown"
+
+
+class RunHeartbeat(threading.Thread):
+    """Rewrites ``state.json`` as ``"running"`` every ``interval`` seconds until :meth:`stop` (a daemon thread).
+
+    :meth:`update` hands it new fields (the epoch just done) and wakes it: the write (an fsync) happens on this
+    thread, never on the training loop's.
+    """
+
+    def __init__(self, run_dir: str | Path, interval: float = HEARTBEAT_S):
+        super().__init__(daemon=True, name="fh-run-heartbeat")
+        self.run_dir, self.interval = Path(run_dir), interval
+        self._stopped, self._wake = threading.Event(), threading.Event()
+        self._lock = threading.Lock()
+        self._info: dict[str, Any] = {}
+
+    def beat(self, **info: Any) -> None:
+        """Write a ``"running"`` record now, with ``info`` and whatever :meth:`update` handed over."""
+        with self._lock:
+            self._info.update(info)
+            if not self._stopped.is_set():
+                write_run_state(self.run_dir, "running", **self._info)
+
+    def update(self, **info: Any) -> None:
+        """New fields for the record, written by the heartbeat thread right away (the caller does not wait)."""
+        with self._lock:
+            self._info.update(info)
+        self._wake.set()
+
+    def run(self) -> None:
+        """Beat every ``interval`` seconds, or at once when woken by :meth:`update`, until stopped."""
+        while not self._stopped.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.beat()
+            except OSError:  # a full disk must not kill the run; the next beat tries again
+                continue
+
+    def stop(self) -> None:
+        """Stop beating; a beat in progress completes first, so a final state written after this one wins."""
+        with self._lock:
+            self._stopped.set()
+        self._wake.set()

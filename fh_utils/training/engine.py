@@ -370,7 +370,8 @@ def fit(
 
     Returns:
         A :class:`FitResult`; ``run_dir`` then holds ``config.json``, ``history.csv``, ``metrics.json``,
-        ``best.pt``, ``last.pt`` and ``train.log``.
+        ``best.pt``, ``last.pt`` and ``train.log``, ``state.json`` (the run's state) and ``tb/`` (TensorBoard
+        scalars; :mod:`fh_utils.training.watch`).
     """
     base = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
     cfg = TrainConfig.from_dict({**base, **overrides})
@@ -398,7 +399,10 @@ def fit(
                    "val_rows": len(loaders["val"].dataset) if "val" in loaders else 0}  # fmt: skip
         write_json(run_dir / CONFIG_FILE, {**(sections or {}), "task": task.to_dict(), "train": cfg.to_dict(),
                                            "model": getattr(model, "model_config", {}), "runtime": runtime})
-        _train_epochs(loop, state, loaders, run_dir, extra_metrics or {}, callbacks or [])
+        from fh_utils.training.watch import RunWatch  # state.json and TensorBoard scalars (tb/) of the run
+
+        with RunWatch(run_dir, state.history, cfg.epochs, extra_metrics) as watch:
+            _train_epochs(loop, state, loaders, run_dir, extra_metrics or {}, [watch.on_epoch, *(callbacks or [])])
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -11,7 +11,10 @@
                "score": 0.61, "split": "val", "best_epoch": 11}, ...]}
 
 ranked by validation score, best first; runs without a validation score (``split="full"``) are left out, and
-fold runs are scored on their own held-out fold, not on the official val split (``split`` says which).
+fold runs are scored on their own held-out fold, not on the official val split (``split`` says which). Each run
+has a ``state`` (running, finished, failed, pruned, killed: :func:`fh_utils.runs.read_run_state`, or the trial's
+state where the sweep's study is at hand); ``top_k.json`` takes finished runs only unless told otherwise
+(``states``), so a half-trained run is never handed to an ensemble.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from matplotlib.figure import Figure
 
 from fh_utils.io import read_json, write_json
 from fh_utils.paths import runs_dir
-from fh_utils.runs import BEST_CKPT, CONFIG_FILE, HISTORY_FILE, METRICS_FILE
+from fh_utils.runs import BEST_CKPT, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, read_run_state
 from fh_utils.tasks import get_task
 
 RUNS_CSV, TOP_K_FILE = "runs.csv", "top_k.json"
@@ -36,7 +39,7 @@ RUNS_CSV, TOP_K_FILE = "runs.csv", "top_k.json"
 IGNORED = {"run_name", "resume", "num_workers", "threads", "device", "cache", "cache_dir", "nobg_root",
            "eval_batch_size", "progress", "on_error", "channels_last", "compile", "amp", "class_names"}  # fmt: skip
 GROUPING = ("seed", "split")  # runs that differ only in these are repeats of one recipe
-BASE_COLUMNS = ["run", "task", "sweep", "recipe", "score", "baseline_score", "best_epoch", "epochs", "wall_s",
+BASE_COLUMNS = ["run", "task", "sweep", "recipe", "state", "score", "baseline_score", "best_epoch", "epochs", "wall_s",
                 "size_mb", "split", "validation", "run_dir"]  # fmt: skip
 
 
@@ -84,6 +87,7 @@ def collect_runs(root: str | Path | None = None, task: str = "", sweep: str = ""
         params = _flat_parameters(config)
         rows.append({
             "run": rel.as_posix(), "task": metrics.get("task"), "sweep": rel.parts[0] if len(rel.parts) > 1 else "",
+            "state": read_run_state(run_dir)["state"],
             "score": metrics.get("score"), "baseline_score": metrics.get("baseline_score"),
             "best_epoch": metrics.get("epoch"), "epochs": epochs, "wall_s": wall,
             "size_mb": best.stat().st_size / 1e6 if best.exists() else None,
@@ -98,9 +102,21 @@ def collect_runs(root: str | Path | None = None, task: str = "", sweep: str = ""
     if sweep:
         frame = frame[frame["sweep"] == sweep]
     frame = frame.reset_index(drop=True)
+    frame["state"] = _with_trial_states(frame)
     frame["score"] = pd.to_numeric(frame["score"], errors="coerce")
     frame.insert(3, "recipe", recipe_labels(frame))
     return frame
+
+
+def _with_trial_states(frame: pd.DataFrame) -> list[str]:
+    # A sweep trial's state comes from its study when the journal is here (outputs/sweeps/<sweep>/).
+    sweeps = sorted(s for s in frame["sweep"].unique() if s)
+    if not sweeps:
+        return list(frame["state"])
+    from fh_utils.workbook.dashboard import combined_state, trial_states
+
+    studies = {name: trial_states(name) for name in sweeps}
+    return [combined_state(r.state, studies.get(r.sweep, {}).get(r.run)) for r in frame.itertuples()]
 
 
 def differing_parameters(frame: pd.DataFrame) -> list[str]:
@@ -150,18 +166,32 @@ def best_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return scored.loc[scored.groupby("task")["score"].idxmax()].reset_index(drop=True)
 
 
-def top_k_runs(frame: pd.DataFrame, k: int, task: str = "st2") -> pd.DataFrame:
-    """The ``k`` best-scoring runs of ``task`` (the candidates of an ensemble), best first."""
+def top_k_runs(frame: pd.DataFrame, k: int, task: str = "st2",
+               states: tuple[str, ...] | None = ("finished",)) -> pd.DataFrame:  # fmt: skip
+    """The ``k`` best-scoring runs of ``task`` (the candidates of an ensemble), best first.
+
+    Args:
+        frame: From :func:`collect_runs`.
+        k: How many.
+        task: Task name.
+        states: Run states to take (default finished runs only); None takes every run.
+    """
     scored = frame[(frame["task"] == task)].dropna(subset=["score"])
+    if states is not None and "state" in scored:
+        scored = scored[scored["state"].isin(states)]
     return scored.sort_values("score", ascending=False).head(k).reset_index(drop=True)
 
 
-def write_top_k(run_dir: str | Path, frame: pd.DataFrame, k: int, task: str = "st2") -> Path:
-    """Write ``top_k.json`` (format in the module docstring) into ``run_dir``; returns its path."""
-    top = top_k_runs(frame, k, task)
+def write_top_k(run_dir: str | Path, frame: pd.DataFrame, k: int, task: str = "st2",
+                states: tuple[str, ...] | None = ("finished",)) -> Path:  # fmt: skip
+    """Write ``top_k.json`` (format in the module docstring) into ``run_dir``; returns its path.
+
+    ``states`` as in :func:`top_k_runs`: finished runs only unless told otherwise (each entry records its state).
+    """
+    top = top_k_runs(frame, k, task, states)
     metric = get_task(task).metric
     runs = [{"rank": i + 1, "run": r["run"], "run_dir": r["run_dir"], "score": float(r["score"]), "split": r["split"],
-             "best_epoch": None if pd.isna(r["best_epoch"]) else int(r["best_epoch"])}
+             "best_epoch": None if pd.isna(r["best_epoch"]) else int(r["best_epoch"]), "state": r.get("state")}
             for i, r in top.iterrows()]  # fmt: skip
     path = Path(run_dir) / TOP_K_FILE
     created = datetime.now().isoformat(timespec="seconds")
@@ -212,11 +242,13 @@ def top_curves(frame: pd.DataFrame, n: int = 5) -> Figure:
     fig = _figure(6 * len(tasks), 4)
     axes = np.atleast_1d(fig.subplots(1, len(tasks)))
     for ax, task in zip(axes, tasks):
-        for _, row in top_k_runs(scored, n, task).iterrows():
+        for _, row in top_k_runs(scored, n, task, states=None).iterrows():
             path = Path(row["run_dir"]) / HISTORY_FILE
             history = pd.read_csv(path) if path.exists() else pd.DataFrame()
+            state = "" if row.get("state", "finished") == "finished" else f", {row['state']}"
             if "val_score" in history:
-                ax.plot(history["epoch"], history["val_score"], "o-", ms=3, label=f"{row['run']} ({row['score']:.3f})")
+                ax.plot(history["epoch"], history["val_score"], "o-", ms=3,
+                        label=f"{row['run']} ({row['score']:.3f}{state})")  # fmt: skip
         ax.set_xlabel("epoch")
         ax.set_ylabel("val score")
         ax.set_title(f"{str(task).upper()}: top {n} runs")
