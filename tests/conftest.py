@@ -37,8 +37,14 @@ def _outputs_in_tmp(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in demo dataset at a small scale (generated once per test session)."""
-    from fh_utils.data.demo import generate_demo_dataset
+    """The built-in demo dataset at a small scale (generated once per test session).
 
+    ``FH_TEST_DEMO_ROOT`` names a folder to make it in once and reuse while its manifest matches (``make
+    mutation`` runs one pytest session per mutant); the tests only read it and write beside it.
+    """
+    from fh_utils.data.demo import ensure_demo_dataset, generate_demo_dataset
+
+    if os.environ.get("FH_TEST_DEMO_ROOT"):
+        return ensure_demo_dataset(os.environ["FH_TEST_DEMO_ROOT"], seed=0, scale=TEST_DEMO_SCALE, progress=False)
     root = tmp_path_factory.mktemp("data") / "demo"
     return generate_demo_dataset(root, seed=0, scale=TEST_DEMO_SCALE, progress=False)

@@ -62,7 +62,9 @@ def test_run_folder_holds_everything_and_checkpoints_load_weights_only(demo_root
     assert config["train"]["ema"] is True and config["train"]["loss"] == "ce" and config["task"]["name"] == "st2"
     last = torch.load(run / "last.pt", weights_only=True)
     assert last["epoch"] == 1 and len(last["history"]) == 2 and last["best_epoch"] == metrics["epoch"]
-    assert last["ema"] is not None and last["optimizer"]["state"], "EMA and optimizer moments are kept for resume"
+    assert set(last["ema"]) == set(last["model"]) and last["optimizer"]["state"], "EMA and moments kept for resume"
+    assert any(not torch.equal(last["ema"][k], v) for k, v in last["model"].items() if v.is_floating_point()), (
+        "the EMA is an average of the weights, not a copy of them")
     assert "rng" not in last  # every epoch re-seeds from (seed, epoch): nothing to restore
     # The reloaded best.pt reproduces the score metrics.json reports on the same val rows, and the val loss of
     # its epoch (continuous, so it tells weights apart even when two models predict alike).

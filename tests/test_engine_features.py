@@ -21,10 +21,10 @@ import torch
 import yaml
 
 from fh_utils.data.datasets import create_loaders
-from fh_utils.models.factory import create_model
+from fh_utils.models.factory import create_model, load_model
 from fh_utils.runs import read_json
 from fh_utils.training import engine
-from fh_utils.training.engine import fit, seed_everything
+from fh_utils.training.engine import evaluate, fit, seed_everything
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING = ["seconds", "train_img_per_s"]
@@ -302,7 +302,8 @@ def test_training_with_use_nobg_reads_the_background_removed_tree(tiny_root, tmp
     raw = create_loaders(tiny_root, "st2", img_size=32, batch_size=8, augment="none")
     assert not torch.equal(loaders["val"].dataset[0][0], raw["val"].dataset[0][0]), "same pixels as the raw image"
     res = _fit(loaders, tmp_path / "run", epochs=1)
-    assert len(res.history) == 1 and res.metrics["score"] is not None
+    again = evaluate(load_model(tmp_path / "run"), loaders["val"], "st2", device="cpu", progress=False)
+    assert len(res.history) == 1 and res.metrics["score"] == res.history["val_score"].iloc[0] == again["score"]
 
 
 # -------------------------------------------------------------------------------------------------- CLI

@@ -235,9 +235,16 @@ def test_browser_renders_notebook_03(lab: LabServer, tmp_path: Path):
         try:
             page = context.new_page()
             page.goto(url, wait_until="domcontentloaded", timeout=120_000)
-            editor = page.locator(".jp-NotebookPanel .jp-Cell .cm-content")
-            editor.first.wait_for(state="visible", timeout=120_000)
-            page.get_by_text("backbone = ").first.wait_for(state="visible", timeout=60_000)
+            # What a person sees: the first (markdown) cell rendered as its title (JupyterLab hides that cell's
+            # editor once rendered, so no editor of it is ever visible), then a code cell's editor with the
+            # parameters in it.
+            title = json.loads(notebook.read_text(encoding="utf-8"))["cells"][0]["source"]
+            title = ("".join(title) if isinstance(title, list) else title).splitlines()[0].lstrip("# ").strip()
+            heading = page.locator(".jp-NotebookPanel .jp-MarkdownCell .jp-RenderedMarkdown h1")
+            heading.filter(has_text=title).first.wait_for(state="visible", timeout=120_000)
+            code = page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputArea-editor .cm-content")
+            code.first.wait_for(state="visible", timeout=60_000)
+            code.filter(has_text="backbone = ").first.wait_for(state="visible", timeout=60_000)
             # The kernel starts with the notebook; the toolbar shows its name once connected.
             page.get_by_text("Python 3 (fashion-how)").first.wait_for(state="visible", timeout=120_000)
             page.wait_for_timeout(1500)  # let the last layout pass and fonts settle before the picture

@@ -77,10 +77,11 @@ def test_pretrained_from_local_file(tmp_path, suffix):
 
 
 def test_st2_refuses_pretrained_weights_unless_rules_are_off(tmp_path):
-    _, path = _saved_backbone(tmp_path, ".pth")
+    net, path = _saved_backbone(tmp_path, ".pth")
     with pytest.raises(RulesError, match="forbids outside pretrained weights"):
         create_model("st2", "mobilenetv4_conv_small", pretrained=str(path))
-    create_model("st2", "mobilenetv4_conv_small", pretrained=str(path), enforce_rules=False, img_size=64)
+    model = create_model("st2", "mobilenetv4_conv_small", pretrained=str(path), enforce_rules=False, img_size=64)
+    assert torch.equal(model.backbone.conv_stem.weight, net.conv_stem.weight)  # the file's weights, loaded
 
 
 def test_missing_pretrained_file_names_the_file(tmp_path):

@@ -6,6 +6,7 @@ fault tests run ``tests/notebooks/sweep_trial.ipynb`` (notebook 04's training wi
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -40,7 +41,9 @@ def test_spec_is_validated_against_the_notebook():
         load_spec({"name": "s", "notebook": "04_train_st2.ipynb", "search": {"lr": {"low": 1e-4, "high": 1e-2}}})
     assert parse_assignment("epochs=3") == ("epochs", 3)
     for path in sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml")):
-        assert load_spec(path).total_trials > 0, path
+        raw = yaml.safe_load(path.read_text())  # a grid runs every combination once, a search its n_trials
+        want = math.prod(len(v) for v in raw["grid"].values()) if "grid" in raw else raw["n_trials"]
+        assert load_spec(path).total_trials == want > 1, path
 
 
 def test_devices_pin_workers_and_share_threads():

@@ -50,6 +50,21 @@ def test_modes_and_views():
     assert with_tta(model, "none") is model and isinstance(with_tta(model, "hflip"), TTAModel)
 
 
+def test_mode_names_defaults_and_what_the_wrapper_carries():
+    assert check_tta("") == check_tta(None) == "none" and check_tta(" HFlip ") == "hflip"
+    model = MeanColour()
+    model.model_config, model.input_config = {"task": "st2"}, {"img_size": 20}
+    assert TTAModel(model).mode == "hflip"  # the default mode
+    wrapped = with_tta(model, "hflip+crops")
+    assert wrapped.model is model and wrapped.mode == "hflip+crops"
+    assert wrapped.model_config is model.model_config and wrapped.input_config is model.input_config
+    bare = TTAModel(LeftHalf())
+    assert bare.model_config == {} and bare.input_config == {}
+    x = _batch()
+    with torch.no_grad():
+        assert torch.equal(wrapped(x)["Color"], TTAModel(model, "hflip+crops")(x)["Color"])
+
+
 def test_hflip_changes_nothing_for_a_flip_invariant_model():
     x, model = _batch(), MeanColour().eval()
     with torch.no_grad():
@@ -68,7 +83,47 @@ def test_tta_averages_the_probabilities_of_the_views():
     assert not torch.allclose(plain, mirrored, atol=1e-4)  # the check below can fail
     assert torch.allclose(tta, (plain + mirrored) / 2, atol=1e-6)
     assert not torch.allclose(crops, tta, atol=1e-5)
-    assert torch.allclose(crops.sum(1), torch.ones(len(x)), atol=1e-5)
+    # "hflip+crops" is the mean over the batch, its mirror and the four corners, each corner cut by hand.
+    corners = [_resized(x[..., :18, :18]), _resized(x[..., :18, 2:]), _resized(x[..., 2:, :18]),
+               _resized(x[..., 2:, 2:])]  # fmt: skip
+    with torch.no_grad():
+        by_hand = sum(model(v)["Color"].softmax(1) for v in [x, x.flip(-1), *corners]) / 6
+        out = TTAModel(model, "hflip+crops")(x)["Color"]
+    assert torch.allclose(crops, by_hand, atol=1e-6)
+    assert torch.allclose(out.exp(), by_hand, atol=1e-6), "the output is log(mean probabilities) itself"
+
+
+def _resized(crop: torch.Tensor, size: int = 20) -> torch.Tensor:
+    return torch.nn.functional.interpolate(crop.float(), size=(size, size), mode="bilinear", align_corners=False)
+
+
+class Quadrant(nn.Module):
+    """Looks at one quadrant of the input only, so each corner crop gives it another picture."""
+
+    def __init__(self, rows: slice, cols: slice):
+        super().__init__()
+        torch.manual_seed(2)
+        self.head, self.rows, self.cols = nn.Linear(3, 4), rows, cols
+
+    def forward(self, x):
+        return {"Color": self.head(x.float()[..., self.rows, self.cols].mean((2, 3)) / 255)}
+
+
+def test_the_four_crops_are_the_four_corners():
+    """On a 20 px batch the 90 % crops are 18 px: top-left, top-right, bottom-left, bottom-right, each resized
+    back; no two are alike, and a model that sees one quadrant only tells them apart."""
+    x = _batch()
+    views = tta_views(x, "hflip+crops")
+    want = [_resized(x[..., :18, :18]), _resized(x[..., :18, 2:]), _resized(x[..., 2:, :18]), _resized(x[..., 2:, 2:])]
+    for got, expected in zip(views[2:], want):
+        assert torch.equal(got, expected)
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not torch.allclose(views[2 + i], views[2 + j]), (i, j)
+    model = Quadrant(slice(0, 2), slice(0, 2)).eval()  # the top-left 2x2 pixels: in one corner crop only
+    with torch.no_grad():
+        outs = [model(v)["Color"] for v in views[2:]]
+    assert all(not torch.allclose(outs[0], o, atol=1e-4) for o in outs[1:])
 
 
 def test_evaluate_and_predict_see_the_averaged_probabilities():

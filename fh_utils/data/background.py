@@ -240,12 +240,20 @@ def _rembg_candidates(model_name: str) -> list[Path]:
     return [Path(home) / "models" / model_name / fname, Path(legacy) / fname]
 
 
+def _custom_model(model_name: str) -> Path | None:
+    """``model_name`` as the path of a U^2-Net-like ``.onnx`` file (rembg's ``u2net_custom`` session), else None."""
+    return Path(model_name).expanduser() if str(model_name).endswith(".onnx") else None
+
+
 def rembg_model_path(model_name: str = "u2net") -> Path:
-    """Path of rembg's model file ``<model_name>.onnx``.
+    """Path of rembg's model file ``<model_name>.onnx`` (or ``model_name`` itself when it is an ``.onnx`` path).
 
     Follows rembg's own folder rules (see :func:`_rembg_candidates`): the first existing candidate, else
     ``$U2NET_HOME/<model_name>.onnx`` (default ``~/.u2net/``), the folder to copy a model into by hand.
     """
+    custom = _custom_model(model_name)
+    if custom is not None:
+        return custom
     candidates = _rembg_candidates(model_name)
     return next((p for p in candidates if p.is_file()), candidates[-1])
 
@@ -256,6 +264,9 @@ def rembg_available(model_name: str = "u2net") -> bool:
 
 
 def _missing_model_message(model_name: str) -> str:
+    if _custom_model(model_name) is not None:
+        return (f"rembg model file {model_name!r} not found (a custom model must lie in rembg's model folder, "
+                "$U2NET_HOME, default ~/.u2net). Otherwise use method='grabcut'.")
     candidates = _rembg_candidates(model_name)
     target = candidates[-1]
     return (
@@ -279,19 +290,23 @@ def _rembg_session(model_name: str) -> Any:
         from rembg import new_session
         from rembg.sessions import sessions_class
 
-        cls = next((c for c in sessions_class if c.name() == model_name), None)
+        custom = _custom_model(model_name) is not None  # a file of the U^2-Net family: rembg's custom session
+        session_name = "u2net_custom" if custom else model_name
+        cls = next((c for c in sessions_class if c.name() == session_name), None)
         if cls is None:
             raise ValueError(
                 f"rembg has no model {model_name!r}; known: {[c.name() for c in sessions_class]}"
             )
         resolve = getattr(cls, "resolve_existing", None)  # rembg >= 2.0.6x
-        if resolve is not None and resolve(f"{model_name}.onnx") is None:
+        if not custom and resolve is not None and resolve(f"{model_name}.onnx") is None:
             # Our reading of rembg's folder rules disagrees with this rembg version: it would download.
             raise RembgModelMissingError(_missing_model_message(model_name))
         opts = ort.SessionOptions()
         if _ORT_THREADS:
             opts.intra_op_num_threads = _ORT_THREADS
-        _REMBG_SESSIONS[key] = new_session(model_name, sess_opts=opts)
+        # rembg accepts a custom model_path only under its model folders ($U2NET_HOME, ~/.u2net, ~/.rembg).
+        extra = {"model_path": os.path.abspath(path)} if custom else {}
+        _REMBG_SESSIONS[key] = new_session(session_name, sess_opts=opts, **extra)
     return _REMBG_SESSIONS[key]
 
 
@@ -300,7 +315,9 @@ def rembg_mask(img: np.ndarray, model_name: str = "u2net") -> np.ndarray:
 
     Args:
         img: ``(H, W, 3)`` RGB uint8 image.
-        model_name: rembg model (U^2-Net family: ``u2net``, ``u2netp``, ``u2net_human_seg``, ``silueta``...).
+        model_name: rembg model (U^2-Net family: ``u2net``, ``u2netp``, ``u2net_human_seg``, ``silueta``...),
+            or the path of an ``.onnx`` file with U^2-Net's input and outputs inside rembg's model folder
+            (``$U2NET_HOME``), run by rembg's ``u2net_custom`` session.
 
     Returns:
         ``(H, W)`` uint8 mask, 255 = foreground.
