@@ -165,7 +165,8 @@ def write_run_state(run_dir: str | Path, state: str, **info: Any) -> dict:
     return record
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid lives on this host (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -198,7 +199,7 @@ def read_run_state(run_dir: str | Path, now: float | None = None, stale_s: float
     age = (time.time() if now is None else now) - float(record.get("heartbeat", 0))
     record["age_s"] = age
     if record.get("state") == "running":
-        dead = record.get("host") == socket.gethostname() and not _pid_alive(int(record.get("pid") or 0))
+        dead = record.get("host") == socket.gethostname() and not pid_alive(int(record.get("pid") or 0))
         if dead or age > stale_s:
             record["state"] = "killed"
     return record

@@ -65,3 +65,35 @@ def test_confusion_matrix_equals_scikit_learn_and_drops_out_of_range_pairs(seed)
     expected = sk_confusion_matrix(y_true, y_pred, labels=np.arange(6))
     np.testing.assert_array_equal(confusion_matrix(y_true, y_pred, 6), expected)
     assert confusion_matrix(y_true, y_pred, 6).sum() == ((y_true >= 0) & (y_true < 6) & (y_pred < 6)).sum()
+
+
+def test_labels_given_as_floats_count_as_their_classes():
+    """Labels that arrive as floats (a CSV column read as float, a tensor's .float()) are cast, not refused."""
+    from fh_utils.training.metrics import confusion_matrix
+
+    y_true, y_pred = np.array([0, 1, 2, 2]), np.array([0, 2, 2, 1])
+    expected = confusion_matrix(y_true, y_pred, 3)
+    np.testing.assert_array_equal(confusion_matrix(y_true.astype(float), y_pred, 3), expected)
+    np.testing.assert_array_equal(confusion_matrix(y_true, y_pred.astype(float), 3), expected)
+
+
+def test_absent_classes_and_empty_inputs_warn_nothing_and_give_nan():
+    """An absent class is NaN without a NumPy warning (a notebook must not fill with RuntimeWarnings); top-1 of no
+    rows is NaN."""
+    import math
+    import warnings
+
+    from fh_utils.training.metrics import top1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        acc = per_class_accuracy(np.array([0, 0]), np.array([0, 1]), 3)
+        assert acc[0] == 0.5 and np.isnan(acc[1]) and np.isnan(acc[2])
+        assert math.isnan(top1(np.array([]), np.array([])))
+
+
+def test_an_unknown_metric_is_named():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="unknown metric 'f1'"):
+        task_metrics(replace(ST2, metric="f1"), np.zeros((2, 1), int), np.zeros((2, 1), int))

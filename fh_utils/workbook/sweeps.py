@@ -43,7 +43,7 @@ import pandas as pd
 
 from fh_utils.io import read_json, write_json
 from fh_utils.paths import outputs_dir, runs_dir
-from fh_utils.runs import METRICS_FILE
+from fh_utils.runs import METRICS_FILE, pid_alive
 from fh_utils.workbook.sweep_spec import SweepSpec, load_spec
 
 # How a trial's kernel finds its trial (set in the worker's environment while the notebook runs).
@@ -129,22 +129,12 @@ def enqueue_grid(study: Any, spec: SweepSpec) -> int:
     return added
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_lost(trial: Any, now: float, grace: float) -> bool:
     beat = trial.user_attrs.get("heartbeat")
     if not beat:
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         return now - started > grace
-    if beat.get("host") == socket.gethostname() and not _pid_alive(int(beat.get("pid", 0))):
+    if beat.get("host") == socket.gethostname() and not pid_alive(int(beat.get("pid", 0))):
         return True
     return now - float(beat.get("time", 0)) > grace
 
