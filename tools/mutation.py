@@ -47,21 +47,28 @@ ENGINE_LOSS_AND_SCHEDULE = [
 ]  # fmt: skip
 MODULES: dict[str, tuple[list[str], list[str] | None, int | None]] = {
     "fh_utils/data/folds.py": (["tests/test_folds.py"], None, 100),  # 199 mutants, ~3 s
-    "fh_utils/data/datasets.py": (["tests/test_datasets.py", "tests/test_wiring.py", "tests/test_folds.py"], None,
+    "fh_utils/data/datasets.py": (["tests/test_datasets.py", "tests/test_wiring.py", "tests/test_folds.py",
+                                   "tests/test_sampler_wiring.py"], None,
                                   70),  # 447, ~8 s  # fmt: skip
-    "fh_utils/data/cache.py": (["tests/test_datasets.py", "tests/test_preprocessing.py"], None, 70),  # 228, ~5 s
-    "fh_utils/data/reader.py": (["tests/test_bad_inputs.py", "tests/test_datasets.py"], None, 120),  # 806, ~3 s
-    "fh_utils/models/ensemble.py": (["tests/test_ensembles.py", "tests/test_wiring.py"], None, 35),  # 349, ~20 s
-    "fh_utils/models/export.py": (["tests/test_export.py", "tests/test_wiring.py"], None, 40),  # 219, ~8 s
+    "fh_utils/data/cache.py": (["tests/test_datasets.py", "tests/test_preprocessing.py", "tests/test_cache_keys.py"],
+                               None, 70),  # 228, ~5 s
+    "fh_utils/data/reader.py": (["tests/test_bad_inputs.py", "tests/test_datasets.py", "tests/test_reader_checks.py"],
+                                None, 120),  # 806, ~3 s
+    "fh_utils/models/ensemble.py": (["tests/test_ensembles.py", "tests/test_wiring.py", "tests/test_ensemble_units.py"],
+                                    None, 35),  # 349, ~20 s
+    "fh_utils/models/export.py": (["tests/test_export.py", "tests/test_wiring.py", "tests/test_export_units.py"], None,
+                                  40),  # 219, ~8 s
     "fh_utils/training/tta.py": (["tests/test_tta.py"], None, None),  # 111, ~2 s (5.7 min, on a busy machine)
     "fh_utils/training/metrics.py": (["tests/test_metrics.py"], None, None),  # 143, ~2 s
-    "fh_utils/training/distill.py": (["tests/test_distill.py", "tests/test_wiring.py"], None, 25),  # 312, ~15 s
+    "fh_utils/training/distill.py": (["tests/test_distill.py", "tests/test_wiring.py", "tests/test_distill_units.py"],
+                                     None, 25),  # 312, ~15 s
     "fh_utils/training/engine.py": ([
         "tests/test_engine.py::test_logit_adjusted_loss_matches_a_hand_computation",
         "tests/test_engine.py::test_resume_after_an_interruption_replays_the_same_history",
         "tests/test_engine_features.py::test_default_scheduler_is_cosine_restarts_and_resumes_exactly",
         "tests/test_engine_features.py::test_a_zero_head_weight_leaves_that_head_untouched",
         "tests/test_distill.py::test_loss_is_the_weighted_sum_of_label_smoothed_ce_and_t2_scaled_kl",
+        "tests/test_engine_losses.py",
     ], ENGINE_LOSS_AND_SCHEDULE, 35),  # 150, ~10 s
 }
 SAMPLE_SEED = 0
@@ -129,17 +136,17 @@ def mutant_names(module: str, folder: Path) -> list[str]:
     return sorted(n for n in (f"{prefix}.{m}" for m in made) if not globs or any(fnmatch(n, g) for g in globs))
 
 
-def sample_of(module: str, folder: Path) -> list[str] | None:
+def sample_of(module: str, folder: Path, seed: int = SAMPLE_SEED) -> list[str] | None:
     """The fixed random sample of mutants the run over all modules checks (None: all of them)."""
     import random
 
     size = MODULES[module][2]
     names = mutant_names(module, folder)
-    return None if size is None or size >= len(names) else sorted(random.Random(SAMPLE_SEED).sample(names, size))
+    return None if size is None or size >= len(names) else sorted(random.Random(seed).sample(names, size))
 
 
 def run_module(module: str, jobs: int, env: dict[str, str], fresh: bool = False,
-               sample: bool = False) -> tuple[Path, float]:  # fmt: skip
+               sample: bool = False, seed: int = SAMPLE_SEED) -> tuple[Path, float]:  # fmt: skip
     """Run mutmut on one module in its staging folder; return the folder and the wall time, s.
 
     mutmut keeps a mutant's result until its function changes; the survivors of an earlier run are checked again
@@ -152,7 +159,7 @@ def run_module(module: str, jobs: int, env: dict[str, str], fresh: bool = False,
         shutil.rmtree(folder / "mutants")
     earlier = [n for n, s in results(module, folder).items() if s not in KILLED | TIMEOUT]
     folder = stage(module, tests)
-    picked = sample_of(module, folder) if sample else None
+    picked = sample_of(module, folder, seed) if sample else None
     if picked is not None:  # named mutants always run: leave out those already killed
         done = results(module, folder)
         names = [n for n in picked if done.get(n) not in KILLED | TIMEOUT]
@@ -173,6 +180,13 @@ def run_module(module: str, jobs: int, env: dict[str, str], fresh: bool = False,
             done = subprocess.run(cmd, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
             if done.returncode != 0:
                 print(f"[mutation] {module}: mutmut exited {done.returncode}; see {log}", flush=True)
+        # A changed source file makes mutmut drop the cached results of the whole file when it regenerates the
+        # mutants, after the names above were picked: check the sampled ones left without a result once more.
+        unchecked = [n for n, s in results(module, folder).items() if s == "not checked"] if picked else []
+        if unchecked:
+            print(f"[mutation] {module}: {len(unchecked)} sampled mutants lost their cached result; checking them",
+                  flush=True)  # fmt: skip
+            subprocess.run(mutmut + unchecked, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
     return folder, time.perf_counter() - start
 
 
@@ -279,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="write the report from cached results")
     parser.add_argument("--fresh", action="store_true", help="forget cached results: check every mutant again")
     parser.add_argument("--all-mutants", action="store_true", help="no samples: every mutant of every module")
+    parser.add_argument("--sampled", action="store_true",
+                        help="with --module: the module's sample only (as the run over all modules checks it)")
+    parser.add_argument("--seed", type=int, default=SAMPLE_SEED,
+                        help="seed of the samples (another seed: a fresh sample, to check a score held out)")
     args = parser.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "NO_ALBUMENTATIONS_UPDATE": "1",
            "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1", "FH_TEST_DEMO_ROOT": str(BUILD / "demo-data" / "demo")}
@@ -295,9 +313,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # Made here once: the mutants' test sessions then all find it (none of them races to make it).
         ensure_demo_dataset(env["FH_TEST_DEMO_ROOT"], seed=0, scale=TEST_DEMO_SCALE, progress=False)
-        sample = not args.module and not args.all_mutants  # one module asked: all its mutants
+        sample = (args.sampled or not args.module) and not args.all_mutants  # one module asked: all its mutants
         for module in args.module or list(MODULES):
-            _, times[module] = run_module(module, args.jobs, env, fresh=args.fresh, sample=sample)
+            _, times[module] = run_module(module, args.jobs, env, fresh=args.fresh, sample=sample, seed=args.seed)
     marks = read_equivalent()
     rows, diffs = [], {}
     for module in MODULES:

@@ -156,15 +156,7 @@ def _read_csv_lines(path: Path, encoding: str) -> tuple[pd.DataFrame, list[int],
     except csv.Error as err:  # e.g. a field over csv.field_size_limit()
         raise DataValidationError([DataProblem(str(path), end + 1, f"unreadable CSV line ({err})")]) from err
     assert header is not None  # the text is not blank
-    return pd.DataFrame(rows, columns=header, dtype=str), lines, problems
-
-
-def _read_csv_text(path: Path, encoding: str) -> pd.DataFrame:
-    """The CSV as text (see :func:`_read_csv_lines`); a malformed line raises :class:`DataValidationError`."""
-    df, _, problems = _read_csv_lines(path, encoding)
-    if problems:
-        raise DataValidationError(problems)
-    return df
+    return pd.DataFrame(rows, columns=header), lines, problems  # csv yields str cells only
 
 
 def _parse_int(value: str) -> int | None:
@@ -195,7 +187,7 @@ def _column_problems(
     for col in expected:
         if col in present:
             continue
-        close = difflib.get_close_matches(col, [c for c in columns if c not in expected], n=1, cutoff=0.6)
+        close = difflib.get_close_matches(col, [c for c in columns if c not in expected])  # best first
         renamed = [c for c in columns if c.strip().lower() == col.lower()]
         hint = f" (found {(renamed or close)[0]!r}: renamed?)" if (renamed or close) else ""
         problems.append(DataProblem(str(path), None, f"missing column {col!r}{hint}; expected {expected}"))
@@ -217,7 +209,7 @@ def _unsafe_name(name: str) -> str | None:
 
 
 def _row_problems(
-    path: Path, df: pd.DataFrame, task: Task, has_labels: bool, img_dir: Path, check_images: bool
+    df: pd.DataFrame, task: Task, has_labels: bool, img_dir: Path, check_images: bool
 ) -> tuple[dict[int, list[str]], list[tuple[int, int] | None]]:
     """Check every row; return {row index: [messages]} and the (width, height) of each image."""
     bad: dict[int, list[str]] = {}
@@ -244,7 +236,7 @@ def _row_problems(
                 msgs.append(_not_an_int(col, text, "pixel coordinate"))
             box.append(value)
         size = None
-        unsafe = _unsafe_name(name) if name.lower() not in _MISSING else None
+        unsafe = _unsafe_name(name)  # None for an empty name too
         if unsafe is not None:  # never looked up: the file it names is not ours to read
             msgs.append(unsafe)
         elif name.lower() not in _MISSING and check_images:
@@ -271,15 +263,12 @@ def _row_problems(
     return bad, sizes
 
 
-def _duplicate_problems(
-    df: pd.DataFrame, has_labels: bool, task: Task, lines: list[int] | None = None
-) -> dict[int, list[str]]:
-    """Repeated rows and images; ``lines``: CSV line number of each row (default: no blank lines)."""
+def _duplicate_problems(df: pd.DataFrame, has_labels: bool, task: Task, lines: list[int]) -> dict[int, list[str]]:
+    """Repeated rows and images; ``lines``: CSV line number of each row."""
     bad: dict[int, list[str]] = {}
     key_cols = ["image_name"] + BOX_COLUMNS + (task.label_columns if has_labels else [])
     first_full: dict[tuple, int] = {}
     first_name: dict[str, int] = {}
-    lines = lines if lines is not None else list(range(2, len(df) + 2))
     for i, values in enumerate(df[key_cols].itertuples(index=False, name=None)):
         name = values[0]
         if values in first_full:
@@ -393,7 +382,7 @@ def read_csv(
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = Path(path)
     if not path.is_file():
-        found = sorted(p.name for p in path.parent.glob("*.csv")) if path.parent.is_dir() else []
+        found = sorted(p.name for p in path.parent.glob("*.csv"))  # none when the folder is missing
         raise DataValidationError([DataProblem(str(path), None, f"CSV not found; CSVs present: {found}")])
     df, lines, line_problems = _read_csv_lines(path, encoding)
     labels_present = [c for c in task.label_columns if c in df.columns]
@@ -406,7 +395,7 @@ def read_csv(
         raise DataValidationError([DataProblem(str(path), None, "CSV has a header but no data rows")])
 
     img_dir = Path(images_dir)
-    bad, sizes = _row_problems(path, df, task, has_labels, img_dir, check_images)
+    bad, sizes = _row_problems(df, task, has_labels, img_dir, check_images)
     for i, msgs in _duplicate_problems(df, has_labels, task, lines).items():
         bad.setdefault(i, []).extend(msgs)
     row_problems = line_problems + [DataProblem(str(path), lines[i], "; ".join(m)) for i, m in bad.items()]
@@ -418,7 +407,7 @@ def read_csv(
         raise DataValidationError(row_problems)
 
     df = df.copy()
-    df["line"] = np.asarray(lines, dtype=np.int64)
+    df["line"] = lines  # int64 whatever the platform
     df["width"] = [s[0] if s else -1 for s in sizes]
     df["height"] = [s[1] if s else -1 for s in sizes]
     df = df.drop(index=df.index[sorted(bad)]).reset_index(drop=True)

@@ -135,7 +135,7 @@ def build_teacher(
         items = [spec]
     else:
         items = list(spec)
-    student_input = getattr(student, "input_config", {}) if student is not None else {}
+    student_input = getattr(student, "input_config", {})  # {} for no student too: getattr(None, ...) -> {}
     members, sources = [], []
     for item in items:
         member = item if isinstance(item, nn.Module) else _load_member(item, task, student_input.get("img_size"))

@@ -93,7 +93,7 @@ def class_priors(targets: np.ndarray, task: Task) -> dict[str, torch.Tensor]:
     """Training class frequencies of every head (for logit adjustment) from ``(N, n_heads)`` targets."""
     priors = {}
     for j, head in enumerate(task.heads):
-        counts = np.bincount(targets[:, j], minlength=head.num_classes).astype(np.float64) + 1e-3
+        counts = np.bincount(targets[:, j], minlength=head.num_classes) + 1e-3  # float64: int counts + a float
         priors[head.column] = torch.tensor(counts / counts.sum(), dtype=torch.float32)
     return priors
 
