@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutation import BUILD, KILLED, ROOT, TIMEOUT, results, slug  # noqa: E402
+from mutation import BUILD, KILLED, ROOT, TIMEOUT, mutant_env, results, slug  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         names += [n for n, s in results(args.module, folder).items() if s not in KILLED | TIMEOUT]
     shutil.copytree(ROOT / "tests", mutants_dir / "tests", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "MPLBACKEND": "Agg",
-           "HF_HUB_OFFLINE": "1", "FH_TEST_DEMO_ROOT": str(BUILD / "demo-data" / "demo")}  # fmt: skip
-    env.pop("FH_OUTPUTS", None)
+    env = mutant_env()
     pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-W", "ignore", *tests]
     verdicts = {}
     for name in ["none", *names]:  # "none": the tests must pass on the original code

@@ -76,6 +76,14 @@ COPIED = ["fh_utils", "tests", "notebooks", "pyproject.toml"]  # what the tests 
 KILLED, TIMEOUT = {"killed"}, {"timeout", "segfault"}  # segfault: mutmut's name for a SIGKILL after the timeout
 
 
+def mutant_env() -> dict[str, str]:
+    """The environment of the mutants' test runs: one thread each, no hub, the shared demo dataset."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "NO_ALBUMENTATIONS_UPDATE": "1",
+           "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1", "FH_TEST_DEMO_ROOT": str(BUILD / "demo-data" / "demo")}
+    env.pop("FH_OUTPUTS", None)  # the tests point it at their own temp folder
+    return env
+
+
 def slug(module: str) -> str:
     """``fh_utils/training/tta.py`` -> ``training.tta``."""
     return module.removeprefix("fh_utils/").removesuffix(".py").replace("/", ".")
@@ -298,9 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SAMPLE_SEED,
                         help="seed of the samples (another seed: a fresh sample, to check a score held out)")
     args = parser.parse_args(argv)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "NO_ALBUMENTATIONS_UPDATE": "1",
-           "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1", "FH_TEST_DEMO_ROOT": str(BUILD / "demo-data" / "demo")}
-    env.pop("FH_OUTPUTS", None)  # the tests point it at their own temp folder
+    env = mutant_env()
     times = {}
     previous = {r["module"]: r for r in json.loads((BUILD / "report.json").read_text())} if (
         BUILD / "report.json").exists() else {}  # fmt: skip
