@@ -161,3 +161,42 @@ def test_logit_adjusted_loss_moves_the_prior_to_the_logits_device():
     # A CPU prior with logits elsewhere (the meta device stands in for a GPU): the prior follows the logits.
     logits, target = torch.randn(3, 4, device="meta"), torch.zeros(3, dtype=torch.long, device="meta")
     assert logit_adjusted_loss(logits, target, torch.full((4,), 0.25)).device.type == "meta"
+
+
+def test_the_logged_train_loss_and_top1_are_row_weighted_means_over_an_uneven_last_batch(tmp_path, monkeypatch):
+    """10 rows in batches of 4, 4, 2 (the last one kept): each batch's loss and top-1 count once per row.
+
+    The criterion returns the batch's mean label (0, 1 and 5: a known loss per batch, with a gradient path) and the
+    model always predicts class 0 (right on the first batch only): train_loss = (4*0 + 4*1 + 2*5) / 10 and
+    train_top1 = 4 / 10, where a mean of batch means gives 2.0 and 1/3 and a sum over batches / rows 0.6 and 0.1.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fh_utils.training import engine
+
+    class BatchMeanLabel(torch.nn.Module):
+        def __init__(self, task, cfg, priors=None):
+            super().__init__()
+
+        def forward(self, outputs, targets):
+            return targets[:, 0].float().mean() + 0.0 * outputs["Color"].sum()
+
+    class AlwaysClass0(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            logits = torch.zeros(len(x), 18)
+            logits[:, 0] = 100.0
+            return {"Color": logits + 0.0 * self.w}
+
+    monkeypatch.setattr(engine, "MultiHeadLoss", BatchMeanLabel)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 5, 5])[:, None]
+    loader = DataLoader(TensorDataset(torch.zeros(10, 3, 4, 4), labels), batch_size=4, shuffle=False)
+    assert [len(y) for _, y in loader] == [4, 4, 2]
+    result = engine.fit(AlwaysClass0(), {"train": loader}, tmp_path / "run", dict(epochs=1, device="cpu", threads=1),
+                        progress=False, task="st2")  # fmt: skip
+    row = result.history.iloc[0]
+    assert row["train_loss"] == pytest.approx(1.4, rel=1e-12, abs=0)
+    assert row["train_top1"] == pytest.approx(0.4, rel=1e-12, abs=0)

@@ -220,3 +220,60 @@ def test_the_command_line_packages_a_run(runs, tmp_path, capsys):
     assert spec["task"] == "st1" and spec["model_name"] == "cli" and spec["kind"] == "run"
     assert "upload     fh_utils.zip, model/best.pt, model/config.json, model/submission.json, task.ipynb" in (
         capsys.readouterr().out)
+
+
+def test_the_packaged_function_predicts_with_the_tta_mode_its_spec_records(test_set, tmp_path, monkeypatch):
+    """predict_test_set serves what ``Predictor(tta=spec["tta"])`` predicts, on a model its mirror image fools."""
+    import numpy as np
+
+    from fh_utils.inference.aif import predict_test_set
+    from fh_utils.inference.predictor import Predictor
+
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        run = _fake_run(tmp_path / "asym", "st2")
+    state = torch.load(run / "best.pt", weights_only=True)
+    g = torch.Generator().manual_seed(1)  # weights perturbed, BatchNorm statistics kept: far from mirror-symmetric
+    for key in [k for k in state["model"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]:
+        state["model"][key] = state["model"][key] + 0.1 * torch.randn(state["model"][key].shape, generator=g)
+    torch.save(state, run / "best.pt")
+    package = packaging.package_submission(str(run), out_dir=tmp_path / "sub", tta="hflip")
+    assert read_json(package.folder / "model" / "submission.json")["tta"] == "hflip"
+
+    csv, images = test_set / "Fashion-How24_sub2_test.csv", test_set / "test"
+    hflip = Predictor.load(run, tta="hflip").predict_csv(csv, images)
+    plain = Predictor.load(run, tta="none").predict_csv(csv, images)
+    gap = float(np.abs(hflip.probabilities["Color"] - plain.probabilities["Color"]).max())
+    differ = int((hflip.frame["color"] != plain.frame["color"]).sum())
+    assert gap > 0.05 and differ >= 3, f"the model is almost mirror-symmetric (gap {gap}, {differ} rows differ)"
+
+    served, predict_csv = [], Predictor.predict_csv
+
+    def spy(self, *args, **kwargs):  # what the packaged function predicted, probabilities included
+        served.append(predict_csv(self, *args, **kwargs))
+        return served[-1]
+
+    monkeypatch.setattr(Predictor, "predict_csv", spy)
+    frame = predict_test_set(package.folder / "model", test_set)
+    assert len(served) == 1 and served[0].frame is frame
+    assert np.array_equal(served[0].probabilities["Color"], hflip.probabilities["Color"])
+    pd.testing.assert_frame_equal(frame, hflip.frame)
+
+
+def test_the_test_data_folder_is_the_argument_then_the_environment_then_the_servers(tmp_path, monkeypatch):
+    from fh_utils.inference.aif import DATASET_ENV, dataset_dir
+
+    monkeypatch.delenv(DATASET_ENV, raising=False)
+    assert dataset_dir() == Path("/aif/Dataset")
+    monkeypatch.setenv(DATASET_ENV, str(tmp_path / "env"))
+    assert dataset_dir() == tmp_path / "env"
+    assert dataset_dir(tmp_path / "given") == tmp_path / "given"
+
+
+def test_the_spec_records_the_validated_score_of_the_tta_mode_packaged_only(tmp_path):
+    run = _fake_run(tmp_path / "r", "st2")
+    write_json(run / "metrics.json", {"score": 0.5, "tta": "hflip+crops", "tta_score": 0.6})
+    recorded = {tta: packaging.package_submission(str(run), out_dir=tmp_path / tta, tta=tta).spec["validated_score"]
+                for tta in ("none", "hflip", "hflip+crops")}  # fmt: skip
+    assert recorded == {"none": 0.5, "hflip": None, "hflip+crops": 0.6}
+    assert packaging.package_submission(str(run), out_dir=tmp_path / "default").spec["tta"] == "hflip+crops"

@@ -75,3 +75,40 @@ def test_fh_outputs_wins(tmp_path, monkeypatch, site_packages):
 def test_unknown_attribute_is_still_an_error():
     with pytest.raises(AttributeError, match="NO_SUCH_NAME"):
         paths.NO_SUCH_NAME  # noqa: B018
+
+
+def test_a_typed_run_is_looked_up_as_given_then_from_the_root_then_under_outputs_runs(tmp_path, monkeypatch):
+    """run_candidates' whole ordered list (duplicates dropped) and resolve_run_dir's miss naming it in that order."""
+    from fh_utils.runs import run_candidates
+    from fh_utils.workbook.submission import resolve_run_dir
+
+    proj = tmp_path.resolve() / "proj"
+    (proj / "notebooks").mkdir(parents=True)
+    (proj / "pyproject.toml").write_text('[project]\nname = "fh-utils"\n')
+    runs = tmp_path.resolve() / "elsewhere" / "runs"
+    monkeypatch.setenv(paths.OUTPUTS_ENV, str(runs.parent))
+    monkeypatch.setenv("HOME", str(tmp_path.resolve() / "home"))
+    monkeypatch.chdir(proj / "notebooks")
+    assert run_candidates("outputs/runs/r1") == [proj / "notebooks" / "outputs/runs/r1", proj / "outputs/runs/r1",
+                                                 runs / "outputs/runs/r1"]  # fmt: skip
+    assert run_candidates(Path("r1")) == [proj / "notebooks" / "r1", proj / "r1", runs / "r1"]
+    assert run_candidates(runs / "r1") == [runs / "r1"]  # absolute: the same path three times, kept once
+    assert run_candidates("~/r1") == [tmp_path.resolve() / "home" / "r1"]
+    for folder in (proj / "notebooks" / "r1", proj / "r1", runs / "r1", proj / "r2", runs / "r2", runs / "r3"):
+        folder.mkdir(parents=True)
+        (folder / "best.pt").touch()  # model_file only looks for the file
+    assert resolve_run_dir("r1") == proj / "notebooks" / "r1"  # as given wins over the root and outputs/runs
+    assert resolve_run_dir("r2") == proj / "r2"  # the root wins over outputs/runs
+    assert resolve_run_dir("r3") == runs / "r3"
+    monkeypatch.chdir(proj)  # typed at the root: "as given" and "from the root" are one place
+    assert run_candidates("r1") == [proj / "r1", runs / "r1"]
+    with pytest.raises(FileNotFoundError) as info:
+        resolve_run_dir("nope")
+    assert str(info.value) == (f"no best.pt / ensemble.pt / model_int8.pt for 'nope'; looked in {proj / 'nope'}, "
+                               f"{runs / 'nope'}")  # fmt: skip
+    monkeypatch.chdir(proj / "notebooks")
+    with pytest.raises(FileNotFoundError) as info:
+        resolve_run_dir("outputs/runs/nope")
+    assert str(info.value) == ("no best.pt / ensemble.pt / model_int8.pt for 'outputs/runs/nope'; looked in "
+                               f"{proj / 'notebooks/outputs/runs/nope'}, {proj / 'outputs/runs/nope'}, "
+                               f"{runs / 'outputs/runs/nope'}")  # fmt: skip

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from fh_utils.data import reader as _data
 from fh_utils.data.datasets import create_dataset
+from fh_utils.data.images import ImageLoadError
 from fh_utils.models.ensemble import (
     ENSEMBLE_FILE,
     Member,
@@ -74,6 +75,29 @@ def load_members(model_path: str | Path) -> list[Member]:
 
 def _predictions(task: Task, probs: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([probs[h.column].argmax(1) for h in task.heads], 1).astype(np.int64)
+
+
+class _RowsNamed(Dataset):
+    """A dataset of CSV rows whose image errors name the CSV and the row's line (a DataValidationError).
+
+    Validation reads only an image's header and last bytes: a file whose pixels do not decode passes it and
+    fails here, at prediction.
+    """
+
+    def __init__(self, dataset: Dataset, rows: pd.DataFrame):
+        self.dataset, self.csv = dataset, str(rows.attrs.get("csv", ""))
+        self.lines = rows["line"].tolist() if "line" in rows else [None] * len(rows)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except ImageLoadError as err:
+            if not self.csv:  # rows not read from a CSV: the image's own error
+                raise
+            raise _data.DataValidationError([_data.DataProblem(self.csv, self.lines[index], str(err))]) from err
 
 
 @dataclass
@@ -162,7 +186,7 @@ class Predictor:
             dataset = create_dataset(root, self.task, "test", train=False, df=rows, img_size=img_size,
                                      augment="none", crop_prob=float(crop), crop_margin=margin,
                                      color_spaces=spaces)  # fmt: skip
-            loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
+            loader = DataLoader(_RowsNamed(dataset, rows), batch_size=self.batch_size, shuffle=False, num_workers=0)
             models = [with_tta(self.members[i].model.to(self.device).eval(), self.tta) for i in idx]
             for x, _ in tqdm(loader, desc="predict", leave=False, disable=not progress):
                 x = x.to(self.device)
@@ -181,7 +205,11 @@ class Predictor:
         return frame
 
     def predict_rows(self, rows: pd.DataFrame, root: str | Path = ".", progress: bool = False) -> Prediction:
-        """Predict validated CSV rows (:func:`fh_utils.data.reader.read_csv`; their ``path`` column is read)."""
+        """Predict validated CSV rows (:func:`fh_utils.data.reader.read_csv`; their ``path`` column is read).
+
+        Raises:
+            fh_utils.data.reader.DataValidationError: An image that does not decode, with the CSV and the line.
+        """
         start = time.perf_counter()
         per_member = self.member_probabilities(rows, root, progress)
         probs = average_probabilities(per_member, self.weights)
@@ -191,7 +219,9 @@ class Predictor:
         """Read and validate a CSV in the FASHION-HOW layout (labels optional) and predict every row in its order.
 
         Raises:
-            fh_utils.data.reader.DataValidationError: A bad row or image, with the file and line.
+            fh_utils.data.reader.DataValidationError: A bad row or image, with the file and line (a missing
+                image or one whose header does not read when the CSV is read; one whose pixels do not decode
+                when it is predicted).
         """
         start = time.perf_counter()
         csv = Path(csv)
