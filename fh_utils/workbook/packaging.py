@@ -21,11 +21,15 @@ and the final evaluation of notebooks 03/04 use, so the crops and the TTA are th
 Checked before the folder appears (each a clear error): a model file in every run, ST1 one model, the
 members' size against the 25 MB budget (state dicts first, then the files written), and the client's zip rule
 keeping every file (listed as the client lists them). :func:`dry_run_submission` then runs the notebook's
-function in a fresh interpreter that can import neither the installed workbook nor what the server lacks.
+function in a fresh interpreter that can import neither the installed workbook nor what the server lacks;
+:func:`dry_run_on_split` lays out the package's task from the data root its runs trained on (recorded in their
+``config.json``, never in the upload) and reads the CSVs through the validated reader, so a missing or malformed
+CSV is a :class:`fh_utils.data.reader.DataValidationError` naming the file and line, after the folder is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -42,11 +46,13 @@ from typing import Any
 import pandas as pd
 
 import fh_utils
+from fh_utils.data.reader import DataProblem, DataValidationError
 from fh_utils.inference.aif import CODE_ARCHIVE, DATASET_ENV, SPEC_FILE, TEST_IMAGES
 from fh_utils.inference.predictor import load_members, model_file
 from fh_utils.io import read_json, write_json, write_text
 from fh_utils.models.ensemble import (
     ENSEMBLE_FILE,
+    MANIFEST_FILE,
     Member,
     build_ensemble,
     check_budget,
@@ -72,6 +78,15 @@ ARCHIVE_EXCLUDED = ("workbook", "__main__.py")
 SERVER_LACKS = ("sklearn", "matplotlib", "seaborn", "optuna", "optuna_dashboard", "papermill", "nbformat", "nbconvert",
                 "nbclient", "jupyter_client", "ipykernel", "IPython", "rembg", "onnxruntime", "psycopg", "sqlalchemy",
                 "tensorboard", "aifactory")  # fmt: skip
+
+
+class DataRootError(ValueError):
+    """The dry run cannot tell which data root to lay out: the packaged runs trained on different ones."""
+
+
+# What :func:`dry_run_on_split` raises before the dry run starts, each with a message naming the file, the data
+# root or the runs (the submission folder is already written): what the command line reports without a traceback.
+DRY_RUN_SETUP_ERRORS = (DataValidationError, DataRootError, FileNotFoundError)
 
 
 def submissions_dir() -> Path:
@@ -255,12 +270,16 @@ class PackagedSubmission:
         spec: Its ``model/submission.json``.
         files: Every file in it, as the client's zip lists them.
         task: The task.
+        data_roots: The data roots the packaged runs trained on (``config.json``'s ``data.data_root``), each with
+            the runs that did: where :func:`dry_run_on_split` lays out its split by default. Kept out of the
+            folder (the upload holds no local path).
     """
 
     folder: Path
     spec: dict[str, Any]
     files: list[str]
     task: Task
+    data_roots: dict[str, list[str]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         s = self.spec
@@ -311,6 +330,43 @@ def _write_model(folder: Path, members: list[Member], kind: str, src: Path | Non
         # member_from_run reads the crop settings of a best.pt from config.json: the run's, without its paths.
         write_json(folder / CONFIG_FILE, {"data": members[0].data, "task": {"name": members_task(members).name}})
     return src.name
+
+
+def _trained_runs(source: Path, depth: int = 0) -> list[Path]:
+    """The run folders behind a packaged source whose ``config.json`` records the data they trained on.
+
+    A run or an int8 export (its ``config.json`` is the run's): itself. A saved ensemble (``manifest.json``): its
+    members' runs, where they still exist.
+    """
+    config = source / CONFIG_FILE
+    if config.is_file() and read_json(config).get("data", {}).get("data_root"):
+        return [source]
+    manifest = source / MANIFEST_FILE
+    if depth or not manifest.is_file():
+        return []
+    runs = [Path(m["run"]) for m in read_json(manifest).get("members", []) if m.get("run")]
+    return [r for run in runs if run.is_dir() for r in _trained_runs(run, depth + 1)]
+
+
+def training_data_roots(sources: list[str | Path]) -> dict[str, list[str]]:
+    """The data roots ``sources`` (runs, int8 exports, saved ensembles) trained on, each with its runs.
+
+    Read from the runs' ``config.json`` (``data.data_root``); a source that records none adds nothing.
+    """
+    from fh_utils.workbook.workflow import resolve_data_root
+
+    roots: dict[str, list[str]] = {}
+    for source in map(Path, sources):
+        for run in _trained_runs(source):
+            root = str(resolve_data_root(read_json(run / CONFIG_FILE)["data"]["data_root"]))
+            roots.setdefault(root, []).append(str(run))
+    return roots
+
+
+def _training_on_error(runs: list[str]) -> str:
+    """``"skip"`` when every run skipped bad CSV rows (``data.on_error``), so the dry run scores their rows."""
+    modes = {read_json(Path(r) / CONFIG_FILE).get("data", {}).get("on_error", "raise") for r in runs}
+    return "skip" if modes == {"skip"} else "raise"
 
 
 def _weights_mb(folder: Path) -> float:
@@ -399,10 +455,11 @@ def package_submission(
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
+        dry_run_report(folder).unlink(missing_ok=True)  # it described the folder just replaced
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return PackagedSubmission(folder, spec, kept, the_task)
+    return PackagedSubmission(folder, spec, kept, the_task, training_data_roots(runs))
 
 
 # --- the dry run --------------------------------------------------------------------------------------------------
@@ -415,35 +472,44 @@ def layout_test_set(
     tasks: tuple[str, ...] = ("st1", "st2"),
     limit: int = 0,
     extra_split: str = "",
+    on_error: str = "raise",
 ) -> Path:
     """Lay out a split of ``data_root`` the way the server's ``/aif/Dataset`` is (for a dry run), in ``out``.
 
-    Writes ``out/Fashion-How24_sub{1,2}_test.csv`` (the split's rows, labels kept so the dry run can score)
-    and ``out/test/<image_name>`` as symbolic links to the images (copies where links fail). The raw data is
-    only read. ``limit`` keeps the first rows; ``extra_split`` tops them up to ``limit`` from another split.
-    """
-    from fh_utils.data.reader import csv_path, find_data_dir, images_dir
+    Writes ``out/Fashion-How24_sub{1,2}_test.csv`` of each of ``tasks`` (the split's rows, labels kept so the
+    dry run can score) and ``out/test/<image_name>`` as symbolic links to the images (copies where links fail).
+    The raw data is only read, through :func:`fh_utils.data.reader.read_split` (``on_error`` as there): the
+    test CSV holds the split's columns, its values as text. ``limit`` keeps the first rows; ``extra_split``
+    tops them up to ``limit`` from another split.
 
-    root, out = find_data_dir(data_root), Path(out)
+    Raises:
+        fh_utils.data.reader.DataValidationError: A missing or malformed CSV, a missing image, ... (file, line).
+    """
+    from fh_utils.data.reader import find_data_dir, read_split
+
+    find_data_dir(data_root)  # the data root's own error first (missing, or no CSV at all)
+    out = Path(out)
     (out / TEST_IMAGES).mkdir(parents=True, exist_ok=True)
+    added = ("path", "line", "width", "height")  # what read_split adds to the CSV's columns
     for name in tasks:
-        task = get_task(name, root)
+        task = get_task(name, data_root)
         frames = []
         for part in (split, extra_split) if extra_split else (split,):
-            frame = pd.read_csv(csv_path(root, task, part), dtype=str, keep_default_na=False)
-            frame["_src"] = [str(images_dir(root, part) / n) for n in frame["image_name"]]
-            frames.append(frame)
+            frame = read_split(data_root, task, part, on_error=on_error)
+            columns = [c for c in frame.columns if c not in added]
+            frames.append(frame[columns].astype(str).assign(_src=frame["path"]))
         rows = pd.concat(frames, ignore_index=True)
         if limit:
             rows = rows.head(limit)
         rows = rows.drop_duplicates("image_name")
         for image_name, src in zip(rows["image_name"], rows["_src"]):
-            dest = out / TEST_IMAGES / image_name
-            if dest.exists() or dest.is_symlink():
+            dest, target = out / TEST_IMAGES / image_name, Path(src).resolve()
+            if (dest.resolve() == target) if dest.is_symlink() else dest.exists():  # linked already, or a copy
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.unlink(missing_ok=True)  # a link into another data root's image of that name
             try:
-                dest.symlink_to(Path(src).resolve())
+                dest.symlink_to(target)
             except OSError:
                 shutil.copyfile(src, dest)
         write_text(out / task.csv_name("test"), rows.drop(columns="_src").to_csv(index=False))
@@ -570,23 +636,88 @@ def dry_run_report(folder: str | Path) -> Path:
     return folder.with_name(f"{folder.name}.dry_run.json")
 
 
+def _package_data_roots(folder: Path, spec: dict[str, Any]) -> dict[str, list[str]]:
+    """The training data roots of a submission folder given by path.
+
+    From the runs its ``submission.json`` names (``source``, the members' ``run``) where they still exist, else
+    from its last dry-run report.
+    """
+    named = spec.get("source") or [m.get("run") for m in spec.get("members", [])]
+    sources = [Path(s) for s in named if s and Path(s).is_dir()]
+    if sources:
+        return training_data_roots(sources)
+    report = dry_run_report(folder)
+    return dict(read_json(report).get("trained_on", {})) if report.is_file() else {}
+
+
+def dry_run_data_root(
+    package: PackagedSubmission | str | Path, data_root: str | Path = ""
+) -> tuple[Path, dict[str, list[str]]]:
+    """The data root :func:`dry_run_on_split` lays out, and the data roots the package's runs trained on.
+
+    ``data_root`` when given; else the one data root the packaged runs trained on (their ``config.json``);
+    else, when no run recorded one, the default data root.
+
+    Raises:
+        DataRootError: The runs trained on different data roots and none is given (each named with its runs).
+        fh_utils.data.reader.DataValidationError: The data root the runs trained on is no longer there.
+    """
+    from fh_utils.workbook.workflow import resolve_data_root
+
+    if isinstance(package, PackagedSubmission):
+        trained = package.data_roots
+    else:
+        folder = Path(package)
+        trained = _package_data_roots(folder, _read_spec(folder))
+    if str(data_root):
+        return resolve_data_root(str(data_root)), trained
+    if len(trained) > 1:
+        listing = "\n".join(f"  {root}: {', '.join(Path(r).name for r in runs)}" for root, runs in trained.items())
+        raise DataRootError(f"the packaged runs trained on {len(trained)} data roots:\n{listing}\n"
+                            "pass data_root (--data-root) to choose the one the dry run lays out")  # fmt: skip
+    if not trained:
+        return resolve_data_root(""), trained
+    root, runs = next(iter(trained.items()))
+    if not Path(root).exists():
+        msg = (f"data root does not exist (the one {', '.join(Path(r).name for r in runs)} trained on, from "
+               "config.json); pass data_root (--data-root) to dry-run on another")  # fmt: skip
+        raise DataValidationError([DataProblem(root, None, msg)])
+    return Path(root), trained
+
+
+def _read_spec(folder: Path) -> dict[str, Any]:
+    path = folder / MODEL_DIR / SPEC_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {folder} is not a submission folder written by package_submission")
+    return read_json(path)
+
+
 def dry_run_on_split(
     package: PackagedSubmission | str | Path, data_root: str | Path = "", split: str = "val", limit: int = 0
 ) -> DryRun:
     """Lay out a split of a data root as ``/aif/Dataset`` (under ``outputs/aif_dataset/``) and dry-run on it.
 
-    The val split has labels, so the dry run scores: for a run validated on the whole split, exactly the score
-    of its ``metrics.json``. The result is also written to :func:`dry_run_report`.
-    """
-    from fh_utils.workbook.workflow import resolve_data_root
+    ``data_root`` empty: the data root the packaged runs trained on (:func:`dry_run_data_root`). Only the
+    package's task is laid out, its CSV read through the validated reader. The val split has labels, so the dry
+    run scores: for a run validated on the whole split, exactly the score of its ``metrics.json``. The result,
+    with the data root, is written to :func:`dry_run_report` (beside the folder, never in it).
 
+    Raises:
+        DataRootError, fh_utils.data.reader.DataValidationError, FileNotFoundError: Before the dry run starts
+            (:data:`DRY_RUN_SETUP_ERRORS`), each naming the data root, file or runs; the folder stays as written.
+        RuntimeError: The dry run's process failed, with its output.
+    """
     folder = package.folder if isinstance(package, PackagedSubmission) else Path(package)
-    root = Path(resolve_data_root(str(data_root))).resolve()
-    dataset = outputs_dir() / "aif_dataset" / f"{root.name}-{split}{f'-{limit}' if limit else ''}" / "Dataset"
-    layout_test_set(root, dataset, split, limit=limit)
+    spec = _read_spec(folder)
+    root, trained = dry_run_data_root(package, data_root)
+    root = root.resolve()
+    on_error = "raise" if str(data_root) or len(trained) != 1 else _training_on_error(next(iter(trained.values())))
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:8]  # two data roots of one name never share a layout
+    dataset = outputs_dir() / "aif_dataset" / f"{root.name}-{tag}-{split}{f'-{limit}' if limit else ''}" / "Dataset"
+    layout_test_set(root, dataset, split, tasks=(spec["task"],), limit=limit, on_error=on_error)
     dry = dry_run_submission(folder, dataset)
-    spec = read_json(folder / MODEL_DIR / SPEC_FILE) if (folder / MODEL_DIR / SPEC_FILE).is_file() else {}
-    write_json(dry_run_report(folder), {"submission": str(folder), "dataset": str(dataset), "rows": dry.rows,
+    write_json(dry_run_report(folder), {"submission": str(folder), "data_root": str(root), "trained_on": trained,
+                                        "dataset": str(dataset), "rows": dry.rows,
                                         "seconds": dry.seconds, "total_seconds": dry.total_seconds,
                                         "imports_seconds": dry.imports_seconds,
                                         "score": dry.score, "validated_score": spec.get("validated_score"),
