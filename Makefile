@@ -12,9 +12,10 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-all demo lab board tensorboard dashboard bench mutation lint format clean
+.PHONY: help install test test-all demo lab board tensorboard dashboard bench mutation lint format clean
 
-install: $(STAMP)
+# `make help`: every target with its `## ` text (needs nothing installed; `make` alone still installs).
+install: $(STAMP)  ## create .venv and install the package with its dev extra (the other targets do it when needed)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +30,7 @@ test: $(STAMP)  ## fast suite: every module and every notebook with small parame
 test-all: $(STAMP)  ## everything, slow tests included
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)  ## the main job: demo data, then notebooks 01-05 for both tasks
+demo: $(STAMP)  ## the main job: demo data, then notebooks 01-07 for both tasks (notebooks/demo_params.yaml)
 	$(BIN)/python -m fh_utils demo
 
 # JupyterLab on the repository (outputs/ is browsable too), opened at notebooks/, the workbook's kernel preselected:
@@ -46,7 +47,7 @@ lab: $(STAMP)  ## JupyterLab at notebooks/ with the "Python 3 (fashion-how)" ker
 board: $(STAMP)  ## TensorBoard on outputs/runs (every run's scalars) at http://127.0.0.1:6006/
 	$(BIN)/python -m fh_utils board $(if $(PORT),--port $(PORT))
 
-tensorboard: board
+tensorboard: board  ## the same as make board
 
 dashboard: $(STAMP)  ## optuna-dashboard of a sweep: make dashboard SWEEP=name (or STORAGE=postgresql://...)
 	@test -n "$(SWEEP)$(STORAGE)" || { echo "usage: make dashboard SWEEP=<sweep name> [PORT=8080] (or STORAGE=URL)"; exit 2; }
@@ -61,13 +62,16 @@ bench: $(STAMP)  ## benchmarks (not part of make test); results go to benchmarks
 mutation: $(STAMP)  ## mutation score of the core modules (MODULE=path for one)
 	$(BIN)/python tools/mutation.py $(if $(MODULE),--module $(MODULE)) $(MUTATION_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff over the code, and the notebooks committed without outputs (nbstripout --verify)
 	$(BIN)/ruff check fh_utils tests benchmarks tools
 	$(BIN)/python -m nbstripout --keep-id --verify notebooks/*.ipynb
 
-format: $(STAMP)
+format: $(STAMP)  ## ruff --fix, and strip the notebooks' outputs
 	$(BIN)/ruff check --fix fh_utils tests benchmarks tools
 	$(BIN)/python -m nbstripout --keep-id notebooks/*.ipynb
 
-clean:
+clean:  ## remove .venv and the pytest and ruff caches (outputs/ and data/ stay)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+help:  ## this list: every target with what it does
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z][a-zA-Z_-]*:[^=]*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)

@@ -1,10 +1,11 @@
-"""Command line: ``python -m fh_utils {demo,demo-data,validate,cache,nobg,sweep,package,dashboard,board} ...``."""
+"""Command line: ``python -m fh_utils {demo,demo-data,run,validate,cache,nobg,sweep,package,dashboard,board} ...``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -64,6 +65,43 @@ def _demo(args: argparse.Namespace) -> int:
     return main_demo()
 
 
+def parameter_value(text: str) -> Any:
+    """A ``-p`` value as papermill's command line reads it: True, False, None, an int, a float, else the string."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _run(args: argparse.Namespace) -> int:
+    import yaml
+    from papermill.exceptions import PapermillExecutionError
+
+    from fh_utils.workbook.notebooks import UnknownParameterError, run_notebook
+
+    params: dict[str, Any] = {}
+    for path in args.parameters_file:
+        params.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    params.update({name: parameter_value(value) for name, value in args.parameter})
+    params.update(dict(args.raw))
+    try:
+        run_notebook(args.notebook, args.output, params, cwd=args.cwd, html=args.html, progress=not args.quiet,
+                     timeout=args.timeout, start_timeout=args.start_timeout)  # fmt: skip
+    except UnknownParameterError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except PapermillExecutionError as exc:
+        print(f"{args.notebook}: cell [{exc.exec_count}] failed: {exc.ename}: {exc.evalue}\n"
+              f"the executed notebook, with the error: {args.output}", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"executed notebook: {args.output}")
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from fh_utils.workbook.sweep_spec import parse_assignment
     from fh_utils.workbook.sweeps import run_sweep
@@ -80,14 +118,18 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _package(args: argparse.Namespace) -> int:
-    from fh_utils.workbook.packaging import dry_run_on_split, package_submission
+    from fh_utils.workbook.packaging import DRY_RUN_SETUP_ERRORS, dry_run_on_split, package_submission
 
     package = package_submission(args.run, task=args.task, out_dir=args.out or "", model_name=args.model_name,
                                  tta=args.tta, key=args.key, weights=args.weights, name=args.name)  # fmt: skip
     print(package)
     if args.no_dry_run:
         return 0
-    dry = dry_run_on_split(package, args.data_root, args.split, args.limit)
+    try:
+        dry = dry_run_on_split(package, args.data_root, args.split, args.limit)
+    except DRY_RUN_SETUP_ERRORS as exc:  # the data the dry run lays out; the folder itself is written
+        print(f"{package.folder} is written; its dry run did not start:\n{exc}", file=sys.stderr)
+        return 2
     print(dry.output.rstrip())
     print(f"dry run: {dry.rows:,} rows, submit()() {dry.seconds:.1f} s, {dry.total_seconds:.1f} s with the "
           f"interpreter start; fh_utils from {dry.fh_utils_file}")  # fmt: skip
@@ -111,56 +153,101 @@ def _board(args: argparse.Namespace) -> int:
     return run_board(args.logdir, port=args.port, host=args.host)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m fh_utils", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: one subcommand per job, every option's help stating its default."""
+    from fh_utils import __version__
+
+    parser = argparse.ArgumentParser(prog="python -m fh_utils", description="The FASHION-HOW workbook's jobs; "
+                                     "`python -m fh_utils COMMAND --help` lists one's options and their defaults.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help=f"print the version ({__version__}) and exit")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo-data", help="generate the synthetic demo dataset (reused when already there)")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=float, default=1.0, help="multiplies every class count")
-    p.add_argument("--size-range", type=int, nargs=2, metavar=("MIN", "MAX"), help="image side range, px")
-    p.add_argument("--overwrite", action="store_true", help="regenerate even if a matching tree exists")
+    p.add_argument("dir", type=Path, help="folder to make it in, e.g. data/demo")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the images and labels (default %(default)s)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiplies every class count (default %(default)s: ~1,500 train and 400 val rows a task)")
+    p.add_argument("--size-range", type=int, nargs=2, metavar=("MIN", "MAX"),
+                   help="image side range, px (default 400 900)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="regenerate even if a matching tree exists (default: reuse it)")
     p.set_defaults(func=_demo_data)
 
-    p = sub.add_parser("demo", help="the main job: demo data, then notebooks 01-05 for both tasks")
+    p = sub.add_parser("demo", help="the main job: demo data, then notebooks 01-07 for both tasks "
+                                    "(notebooks/demo_params.yaml)")
     p.set_defaults(func=_demo)
 
+    p = sub.add_parser("run", help="run one notebook headlessly: progress lines, the notebook's own output (epoch "
+                                   "lines), IPC kernel sockets; an undeclared parameter is refused before it starts")
+    p.add_argument("notebook", type=Path, help="the notebook, e.g. notebooks/04_train_st2.ipynb")
+    p.add_argument("output", type=Path, help="the executed copy to write (kept, with the error, when a cell fails); "
+                                             "an HTML rendering goes beside it")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a parameter, VALUE read as papermill's -p reads it: True/False/None, an int, a float, "
+                        "else a string (repeatable; default: none, the notebook's own values)")
+    p.add_argument("-r", "--raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a parameter to the string VALUE as it is (repeatable; default: none)")
+    p.add_argument("-f", "--parameters-file", type=Path, action="append", default=[], metavar="YAML",
+                   help="YAML file of parameters, applied before -p and -r (repeatable; default: none)")
+    p.add_argument("--cwd", type=Path, default=None, metavar="DIR",
+                   help="working folder of the kernel (default: the notebook's folder, as in JupyterLab, so "
+                        "data_root ../data/x means data/x)")
+    p.add_argument("--no-html", dest="html", action="store_false",
+                   help="no HTML rendering beside OUTPUT (default: one is written)")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing while it runs (default: a line per cell and every line the notebook prints)")
+    p.add_argument("--timeout", type=int, default=None, metavar="SECONDS",
+                   help="seconds one cell may run (default: no limit)")
+    p.add_argument("--start-timeout", type=int, default=60, metavar="SECONDS",
+                   help="seconds the kernel may take to start (default %(default)s)")
+    p.set_defaults(func=_run)
+
     p = sub.add_parser("validate", help="check a data root; exit 1 with a file:line report when anything is wrong")
-    p.add_argument("root", type=Path)
-    p.add_argument("--tasks", nargs="+", default=["st1", "st2"], choices=["st1", "st2"])
+    p.add_argument("root", type=Path, help="the data root (the folder with the FASHION-HOW CSVs)")
+    p.add_argument("--tasks", nargs="+", default=["st1", "st2"], choices=["st1", "st2"],
+                   help="tasks to check (default: st1 st2)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("cache", help="fill the decode-once crop cache ahead of training")
-    p.add_argument("root", type=Path)
-    p.add_argument("--tasks", nargs="+", default=["st1", "st2"], choices=["st1", "st2"])
-    p.add_argument("--splits", nargs="+", default=["train", "val"])
-    p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--margin", type=float, default=0.0)
-    p.add_argument("--crop-prob", type=float, default=1.0)
-    p.add_argument("--cache-dir", type=Path, default=None)
-    p.add_argument("--use-nobg", action="store_true")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("root", type=Path, help="the data root")
+    p.add_argument("--tasks", nargs="+", default=["st1", "st2"], choices=["st1", "st2"],
+                   help="tasks to cache (default: st1 st2)")
+    p.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to cache (default: train val)")
+    p.add_argument("--img-size", type=int, default=224,
+                   help="input side, px: the training run's img_size (default %(default)s)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="margin around the box, a fraction of its size: the run's crop_margin (default %(default)s)")
+    p.add_argument("--crop-prob", type=float, default=1.0,
+                   help="the run's crop_prob; below 1 the uncropped images are cached too (default %(default)s)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default: beside the data root)")
+    p.add_argument("--use-nobg", action="store_true",
+                   help="cache the background-removed images of notebook 02 (default: the raw images)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
     p.set_defaults(func=_cache)
 
     p = sub.add_parser("nobg", help="write the background-removed image tree")
-    p.add_argument("root", type=Path)
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--method", default="auto", choices=["auto", "grabcut", "rembg"])
-    p.add_argument("--model", default="u2net")
-    p.add_argument("--work-size", type=int, default=320)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("root", type=Path, help="the data root")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <data root>_nobg beside it)")
+    p.add_argument("--method", default="auto", choices=["auto", "grabcut", "rembg"],
+                   help="auto: rembg if its model file is present, else GrabCut (default %(default)s)")
+    p.add_argument("--model", default="u2net",
+                   help="rembg model, read from ~/.u2net/<model>.onnx, never downloaded (default %(default)s)")
+    p.add_argument("--work-size", type=int, default=320,
+                   help="GrabCut working long side, px: smaller is faster and coarser (default %(default)s)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
     p.set_defaults(func=_nobg)
 
     p = sub.add_parser("sweep", help="run or resume a sweep of a notebook (seeds, folds, recipes) as an Optuna study")
     p.add_argument("spec", type=Path, help="sweep spec, e.g. sweeps/st2_seeds_folds.yaml")
     p.add_argument("--workers", type=int, default=None, help="trials at once (default: one per device, or 1)")
-    p.add_argument("--devices", default="cpu", help="cpu, or GPU indices: 0,1,2,3 (repeat one to share it: 0,0)")
+    p.add_argument("--devices", default="cpu",
+                   help="cpu, or GPU indices: 0,1,2,3 (repeat one to share it: 0,0) (default %(default)s)")
     p.add_argument("--storage", default=None,
                    help="Optuna RDB URL shared by several machines (default: a journal under outputs/sweeps/)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="fixed notebook parameter added to the spec's (repeatable), e.g. --param data_root=../data/x")
+                   help="fixed notebook parameter added to the spec's (repeatable), e.g. --param data_root=../data/x "
+                        "(default: the spec's alone)")
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("package", help="write the folder the leaderboard scores (task.ipynb, model/, code), then "
@@ -170,30 +257,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="submission folder (default outputs/submissions/<name>)")
     p.add_argument("--model-name", default="", help="the name the leaderboard shows (default: the submission's)")
     p.add_argument("--name", default="", help="submission name (default: the run's folder name)")
-    p.add_argument("--task", default="", choices=["", "st1", "st2"])
+    p.add_argument("--task", default="", choices=["", "st1", "st2"],
+                   help="st1 or st2 (default: the task the run was trained for)")
     p.add_argument("--tta", default="", help="none, hflip or hflip+crops (default: what the run's evaluation used)")
-    p.add_argument("--weights", default="", help="ensemble weights, comma-separated")
+    p.add_argument("--weights", default="", help="ensemble weights, comma-separated (default: equal)")
     p.add_argument("--key", default="", help="the team's key, written into task.ipynb (default empty: no upload)")
-    p.add_argument("--data-root", default="", help="data whose split the dry run predicts (default: the default)")
-    p.add_argument("--split", default="val")
-    p.add_argument("--limit", type=int, default=0, help="dry-run on the first N rows only")
-    p.add_argument("--no-dry-run", action="store_true", help="write the folder only")
+    p.add_argument("--data-root", default="",
+                   help="data whose split the dry run predicts (default: the data root the run trained on, from its "
+                        "config.json)")
+    p.add_argument("--split", default="val", help="split laid out as the test set (default %(default)s)")
+    p.add_argument("--limit", type=int, default=0, help="dry-run on the first N rows only (default %(default)s: all)")
+    p.add_argument("--no-dry-run", action="store_true", help="write the folder only (default: dry-run it too)")
     p.set_defaults(func=_package)
 
     p = sub.add_parser("dashboard", help="optuna-dashboard of a sweep's study, read-only, on a loopback port")
     p.add_argument("target", help="sweep name (its journal under outputs/sweeps/), a journal file, or the --storage "
                                   "URL the sweep ran with (postgresql://...)")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: loopback only)")
     p.set_defaults(func=_dashboard)
 
     p = sub.add_parser("board", help="TensorBoard over every run's scalars (outputs/runs/*/tb) on a loopback port")
-    p.add_argument("--logdir", type=Path, default=None, help="default outputs/runs")
-    p.add_argument("--port", type=int, default=6006)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.add_argument("--logdir", type=Path, default=None, help="folder of the runs (default outputs/runs)")
+    p.add_argument("--port", type=int, default=6006, help="port to listen on (default %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: loopback only)")
     p.set_defaults(func=_board)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -17,7 +18,15 @@ import pytest
 import yaml
 
 from fh_utils.paths import PROJECT_ROOT
-from fh_utils.workbook.notebooks import NOTEBOOKS_DIR, UnknownParameterError, check_parameters, run_notebook
+from fh_utils.workbook.notebooks import (
+    NOTEBOOKS_DIR,
+    UnknownParameterError,
+    assigned_names,
+    check_injected_parameters,
+    check_parameters,
+    notebook_parameters,
+    run_notebook,
+)  # fmt: skip
 
 RUNS = yaml.safe_load((Path(__file__).parent / "notebook_overrides.yaml").read_text())["runs"]
 NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -75,29 +84,137 @@ def test_every_override_names_a_parameter_of_its_notebook():
         check_parameters(NOTEBOOKS_DIR / run["notebook"], run.get("parameters") or {})
     with pytest.raises(UnknownParameterError, match="no_such_parameter"):
         check_parameters(NOTEBOOKS_DIR / NOTEBOOKS[0], {"no_such_parameter": 1})
+    with pytest.raises(UnknownParameterError, match=r"'img_szie' \(did you mean 'img_size'\?\)"):
+        check_parameters(NOTEBOOKS_DIR / "04_train_st2.ipynb", {"img_szie": 384, "epochs": 1})
+
+
+def _parameters_cell_and_next(name: str) -> tuple[nbformat.NotebookNode, nbformat.NotebookNode]:
+    cells = nbformat.read(NOTEBOOKS_DIR / name, as_version=4).cells
+    i = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    return cells[i], next(c for c in cells[i + 1 :] if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_parameter_is_listed_by_papermill_with_its_type(name):
+    """``papermill --help-notebook`` shows each parameter's type (the annotation), and papermill's inspection (the
+    package's too: run_notebook, sweep specs) lists every name the cell assigns (a line papermill cannot parse,
+    e.g. an annotation ``str | bool``, would drop its parameter silently)."""
+    import ast
+
+    cell, _ = _parameters_cell_and_next(name)
+    declared = notebook_parameters(NOTEBOOKS_DIR / name)
+    assert list(declared) == assigned_names(cell.source)
+    for param, info in declared.items():
+        value = ast.literal_eval(info["default"])
+        kinds = re.findall(r"\w+", info["inferred_type_name"].removeprefix("Union"))
+        assert type(value).__name__ in kinds, f"{name}: {param}: {info['inferred_type_name']} for {value!r}"
+        assert info["help"], f"{name}: {param} has no comment saying what it is"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_cell_after_parameters_first_checks_the_injected_parameters(name):
+    """Before it does anything but imports, the notebook refuses a setting papermill injected that it does not
+    declare (papermill itself only warns)."""
+    import ast
+
+    _, cell = _parameters_cell_and_next(name)
+    code = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
+    statements = [s for s in ast.parse(code).body if not isinstance(s, (ast.Import, ast.ImportFrom))]
+    assert ast.unparse(statements[0]) == "check_injected_parameters()", f"{name}: {ast.unparse(statements[0])}"
+
+
+def test_check_injected_parameters_compares_papermills_cell_with_the_parameters_cell():
+    params = 'epochs: int = 12  # epochs\nimg_size: int = 56  # px\nchannels_last: "Union[str, bool]" = "auto"'
+    this_cell = "check_injected_parameters()"
+    check_injected_parameters([params, "# Parameters\nepochs = 3\nchannels_last = True\n", this_cell])
+    check_injected_parameters([params, "# Parameters\nPAPERMILL_INPUT_PATH = 'a.ipynb'\n", this_cell])  # --inject-paths
+    check_injected_parameters(["", params, this_cell])  # JupyterLab or papermill without -p: no injected cell
+    check_injected_parameters([params, "img_szie = 1", this_cell])  # a user's cell, not papermill's
+    check_injected_parameters([this_cell])
+    with pytest.raises(UnknownParameterError, match=r"^unknown parameters 'img_szie' \(did you mean 'img_size'\?\), "
+                                                    r"'zzz'; declared: epochs, img_size, channels_last$"):  # fmt: skip
+        check_injected_parameters([params, "# Parameters\nimg_szie = 384\nepochs = 1\nzzz = 0\n", this_cell])
+    check_injected_parameters()  # outside IPython: nothing to check
+
+
+def test_plain_papermill_with_a_typo_fails_before_anything_runs(demo_root, tmp_path, _outputs_in_tmp):
+    """The README's papermill command with ``img_szie``: an error naming it and ``img_size``, in the cell after the
+    injected one, before a run folder exists (papermill alone would warn and train at 56 px)."""
+    import subprocess
+    import sys
+
+    papermill = Path(sys.executable).parent / "papermill"
+    runs = _outputs_in_tmp / "runs"
+    before = set(runs.iterdir()) if runs.exists() else set()
+    out = tmp_path / "out.ipynb"
+    res = subprocess.run([str(papermill), "notebooks/04_train_st2.ipynb", str(out), "-k", "python3", "--cwd",
+                          "notebooks", "-p", "img_szie", "384", "-p", "data_root", str(demo_root)],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert res.returncode != 0
+    assert "UnknownParameterError: unknown parameter 'img_szie' (did you mean 'img_size'?)" in res.stderr, res.stderr
+    cells = [c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"]
+    tags = [c.metadata.get("tags", []) for c in cells]
+    assert tags[:2] == [["parameters"], ["injected-parameters"]]
+    assert cells[2].outputs[-1]["ename"] == "UnknownParameterError"
+    assert all(c.execution_count is None for c in cells[3:]), "nothing ran after the check"
+    assert (set(runs.iterdir()) if runs.exists() else set()) == before, "a run folder was made"
+
+
+KERNELS_AT_ONCE = 2  # most of a run is its kernel's start and imports, on one core: two side by side
+
+
+def _waits(folders: list[str]) -> list[set[int]]:
+    """Per run, the earlier runs it starts after: those of the folder it writes or reads (its run_name or run_dir)
+    and those named in its ``needs`` (``all``: every earlier run)."""
+    waits = []
+    for i, run in enumerate(RUNS):
+        needs = run.get("needs", [])
+        wanted = set(folders[:i]) if needs == "all" else {folders[i], *needs}
+        waits.append({j for j in range(i) if folders[j] in wanted})
+    return waits
 
 
 @pytest.fixture(scope="module")
 def executed(demo_root, _outputs_in_tmp) -> dict[str, Path]:
-    """Run 01-05 in order (05 once per task) on the session's demo data; return the run folders."""
+    """Run every notebook of notebook_overrides.yaml on the session's demo data, two kernels at a time, each run
+    after the runs it reads (see :func:`_waits`); return the run folders."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     before_data = _tree_hash(demo_root)
     before_project = _project_files()
     before_siblings = {p.name for p in demo_root.parent.iterdir()}
     runs_root = _outputs_in_tmp / "runs"
-    folders = {}
-    for run in RUNS:
-        params = {**(run.get("parameters") or {}), "data_root": str(demo_root)}
-        folder = params.get("run_name") or params["run_dir"]
-        run_notebook(NOTEBOOKS_DIR / run["notebook"], runs_root / folder / run["notebook"], params, html=False)
-        folders[folder] = runs_root / folder
+    folders = [str(run["parameters"].get("run_name") or run["parameters"]["run_dir"]) for run in RUNS]
+
+    def execute(i: int) -> None:
+        params = {**(RUNS[i].get("parameters") or {}), "data_root": str(demo_root)}
+        run_notebook(NOTEBOOKS_DIR / RUNS[i]["notebook"], runs_root / folders[i] / RUNS[i]["notebook"], params,
+                     html=False)  # fmt: skip
+
+    waits, pending, running, done = _waits(folders), list(range(len(RUNS))), {}, set()
+    # papermill chdirs this process into the kernel's folder (notebooks/) around each run and back afterwards; from
+    # there already, two overlapping runs never leave it (a kernel starting meanwhile inherits the folder).
+    cwd = os.getcwd()
+    os.chdir(NOTEBOOKS_DIR)
+    try:
+        with ThreadPoolExecutor(KERNELS_AT_ONCE) as pool:
+            while pending or running:
+                for i in [i for i in pending if waits[i] <= done][: KERNELS_AT_ONCE - len(running)]:
+                    pending.remove(i)
+                    running[pool.submit(execute, i)] = i
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()  # a failed run fails the fixture (once the other kernel's run has ended)
+                    done.add(running.pop(future))
+    finally:
+        os.chdir(cwd)
     assert _tree_hash(demo_root) == before_data, "raw data was modified"
-    ours = {str(run["parameters"].get("run_name") or run["parameters"]["run_dir"]) for run in RUNS}
     derived = {f"{demo_root.name}_nobg"}  # notebook 02's tree (the test runs build no crop cache)
-    changed = _tree_changes(before_project, _project_files(), ours | derived)
+    changed = _tree_changes(before_project, _project_files(), set(folders) | derived)
     assert not changed, f"a run wrote into the project tree (outputs/ and data/ included): {changed[:10]}"
     new_siblings = {p.name for p in demo_root.parent.iterdir()} - before_siblings
     assert all(n.startswith(demo_root.name + "_") for n in new_siblings), new_siblings
-    return folders
+    return {folder: runs_root / folder for folder in folders}
 
 
 def test_eda_saves_its_figures(executed):

@@ -6,11 +6,13 @@ run keeps the executed notebook with the error too, so nothing is lost to an int
 
 from __future__ import annotations
 
+import ast
+import difflib
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,12 @@ class UnknownParameterError(ValueError):
     """An override names a parameter the notebook does not declare in its ``parameters`` cell."""
 
 
+# The first line of the cell papermill injects after the ``parameters`` cell (papermill.translators: the
+# ``Parameters`` comment), and the names papermill itself may inject there (--inject-paths).
+INJECTED_HEADER = "# Parameters"
+PAPERMILL_NAMES = ("PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH")
+
+
 def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
     """Parameters declared in the notebook's ``parameters`` cell (papermill's inspection)."""
     import papermill as pm
@@ -57,14 +65,65 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
     return pm.inspect_notebook(str(notebook))
 
 
+def unknown_parameters_message(unknown: list[str], declared: list[str]) -> str:
+    """``unknown parameter 'img_szie' (did you mean 'img_size'?); declared: ...``, one entry per unknown name."""
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, declared, n=1)
+        named.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"unknown parameter{'s' * (len(named) > 1)} {', '.join(named)}; declared: {', '.join(declared)}"
+
+
 def check_parameters(notebook: str | Path, parameters: dict[str, Any]) -> None:
     """Raise :class:`UnknownParameterError` if ``parameters`` names anything the notebook does not declare."""
-    declared = notebook_parameters(notebook)
+    declared = list(notebook_parameters(notebook))
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
-        raise UnknownParameterError(
-            f"{Path(notebook).name}: unknown parameter(s) {unknown}; it declares {sorted(declared)}"
-        )
+        raise UnknownParameterError(f"{Path(notebook).name}: {unknown_parameters_message(unknown, declared)}")
+
+
+def assigned_names(source: str) -> list[str]:
+    """The names a cell assigns at its top level, in order (``x = 1``, ``x: int = 1``, ``x = y = 1``)."""
+    names: list[str] = []
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
+            else []  # fmt: skip
+        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_injected_parameters(history: Sequence[str] | None = None) -> None:
+    """Refuse a setting papermill injected that the notebook does not declare (the cell after ``parameters``).
+
+    ``papermill -p img_szie 384`` only warns and runs on, the setting silently ignored. papermill puts its
+    ``injected-parameters`` cell (first line ``# Parameters``) right after the ``parameters`` cell, so in the
+    kernel's input history the cell calling this comes after the injected cell, which comes after the parameters
+    cell: every name the injected cell assigns must be assigned in the parameters cell too (or be papermill's
+    own ``PAPERMILL_INPUT_PATH``/``PAPERMILL_OUTPUT_PATH``). Without an injected cell (JupyterLab, papermill
+    without parameters, a plain interpreter) there is nothing to check.
+
+    Args:
+        history: The cells run so far, the calling cell last (default: the IPython kernel's input history).
+
+    Raises:
+        UnknownParameterError: Naming each unknown setting and the closest declared one.
+    """
+    if history is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None:
+            return
+        history = shell.history_manager.input_hist_raw
+    if len(history) < 3 or not history[-2].lstrip().startswith(INJECTED_HEADER):
+        return
+    try:
+        injected, declared = assigned_names(history[-2]), assigned_names(history[-3])
+    except SyntaxError:  # not the cells papermill writes: nothing this check knows about
+        return
+    unknown = [name for name in injected if name not in declared and name not in PAPERMILL_NAMES]
+    if unknown:
+        raise UnknownParameterError(unknown_parameters_message(unknown, declared))
 
 
 def render_html(executed: str | Path) -> Path:
