@@ -1,7 +1,8 @@
 """Run folders: ``outputs/runs/<run_name>/`` holds everything one run writes.
 
 ``config.json`` (resolved configuration), ``history.csv`` (a row per epoch), ``metrics.json`` (the best
-epoch), ``best.pt`` / ``last.pt`` (checkpoints), ``state.json`` (running, finished, failed, pruned, killed:
+epoch), ``best.pt`` / ``last.pt`` (checkpoints), ``val_epochs.npz`` (every epoch's val probabilities),
+``checkpoints/epoch_NNN.pt`` (the last epochs' weights), ``state.json`` (running, finished, failed, pruned, killed:
 :func:`read_run_state`), ``tb/`` (TensorBoard scalars), ``figures/``, ``train.log`` and the executed notebook.
 All files are written atomically (temporary file, then rename): an interruption leaves the previous version.
 """
@@ -25,6 +26,8 @@ from fh_utils.paths import project_root, runs_dir
 CONFIG_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "history.csv", "metrics.json"
 BEST_CKPT, LAST_CKPT = "best.pt", "last.pt"
 STATE_FILE, TB_DIR = "state.json", "tb"
+# Every epoch's val probabilities (fh_utils.scoring.predictions), and the last epochs' weights (checkpoints/).
+EPOCH_PREDICTIONS_FILE, CHECKPOINTS_DIR = "val_epochs.npz", "checkpoints"
 # A run's state: "running" while its process lives (heartbeat), then how it ended. "killed" is never written
 # by the run itself (SIGKILL, power loss): read_run_state infers it from a dead pid or a stale heartbeat.
 RUN_STATES = ("running", "finished", "failed", "pruned", "killed")

@@ -79,8 +79,12 @@ def assign_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
 
 
 def pooled_frame(train: pd.DataFrame, val: pd.DataFrame) -> pd.DataFrame:
-    """Train then val rows in one frame with a ``source`` column (``path`` already points at each image)."""
-    frames = [train.assign(source="train"), val.assign(source="val")]
+    """Train then val rows in one frame with ``source`` (the CSV) and ``row`` (the index among its rows) columns.
+
+    ``path`` already points at each image.
+    """
+    frames = [train.assign(source="train", row=np.arange(len(train))),
+              val.assign(source="val", row=np.arange(len(val)))]
     pooled = pd.concat(frames, ignore_index=True)
     pooled.attrs = {**train.attrs, "csv": [train.attrs.get("csv"), val.attrs.get("csv")]}
     return pooled

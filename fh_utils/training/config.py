@@ -47,6 +47,8 @@ class TrainConfig:
         seed: Seed of everything random in an epoch (re-seeded from ``(seed, epoch)``).
         distill_alpha: Weight of the teacher's soft term when ``fit`` is given a teacher (0..1).
         distill_temperature: Softmax temperature of the distillation term.
+        keep_epochs: The weights of the last this many epochs are kept in ``checkpoints/`` (weight averaging
+            reads them; 0: none).
     """
 
     epochs: int = 30
@@ -74,6 +76,7 @@ class TrainConfig:
     seed: int = 0
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
+    keep_epochs: int = 5
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

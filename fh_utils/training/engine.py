@@ -31,7 +31,9 @@ from fh_utils.data.datasets import seed_epoch
 from fh_utils.io import TMP_SUFFIX
 from fh_utils.runs import (
     BEST_CKPT,
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
+    EPOCH_PREDICTIONS_FILE,
     LAST_CKPT,
     METRICS_FILE,
     atomic_write,
@@ -167,6 +169,23 @@ def _create_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_ep
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class _UpdateCounter:
+    """Counts the updates an optimizer makes (its step post-hook: no read from the device).
+
+    With fp16 the GradScaler skips the update of a step whose gradients overflowed (the first steps, while it
+    finds its scale); the scheduler then does not step either, so the schedule counts updates, as accelerate's
+    scheduler wrapper does (``step_was_skipped``), and torch's "``lr_scheduler.step()`` before
+    ``optimizer.step()``" warning has no cause. Without fp16 every step updates: nothing changes.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.count = 0
+        optimizer.register_step_post_hook(self._updated)
+
+    def _updated(self, *_: Any) -> None:
+        self.count += 1
 
 
 def _step_scheduler(sched, cfg: TrainConfig, epoch: int, i: int, n: int) -> None:
@@ -322,6 +341,7 @@ class _Loop:
     progress: bool
     teacher: nn.Module | None = None  # frozen, never part of the saved state (fh_utils.training.distill)
     distill: nn.Module | None = None
+    updates: _UpdateCounter | None = None  # the optimizer's updates (a skipped fp16 step makes none)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -460,7 +480,9 @@ def _setup(model, train_loader, cfg: TrainConfig, task: Task, device, priors, pr
                           torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), ema)  # fmt: skip
     criterion = MultiHeadLoss(task, cfg, priors).to(device)
     step_model = torch.compile(model) if cfg.compile else model
-    return _Loop(cfg, task, device, amp_dtype, channels_last, criterion, step_model, progress), state
+    loop = _Loop(cfg, task, device, amp_dtype, channels_last, criterion, step_model, progress,
+                 updates=_UpdateCounter(opt))  # fmt: skip
+    return loop, state
 
 
 def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> dict:
@@ -494,9 +516,11 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
         if cfg.grad_clip:
             state.scaler.unscale_(state.optimizer)
             nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+        updates = loop.updates.count
         state.scaler.step(state.optimizer)
         state.scaler.update()
-        _step_scheduler(state.scheduler, cfg, state.epoch, i, len(loader))
+        if loop.updates.count > updates:  # not when the GradScaler skipped the update (fp16 overflow): _UpdateCounter
+            _step_scheduler(state.scheduler, cfg, state.epoch, i, len(loader))
         if state.ema is not None:
             state.ema.update(state.model, step=state.epoch * len(loader) + i)
         with torch.no_grad():
@@ -517,9 +541,39 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
     return row
 
 
+def _epoch_record(run_dir: Path, dataset: Any, task: Task, state: TrainingState):
+    """The stored per-epoch val predictions to extend: the file's first epochs on a resume, else a new record."""
+    from fh_utils.scoring.predictions import EpochPredictions
+
+    path = run_dir / EPOCH_PREDICTIONS_FILE
+    if state.epoch > 0 and path.exists():
+        return EpochPredictions.load(path).first(state.epoch)
+    df = dataset.df
+    n = len(df)
+    source = df["source"].to_numpy() if "source" in df else ["val"] * n
+    row = df["row"].to_numpy() if "row" in df else np.arange(n)
+    return EpochPredictions.start({h.column: np.zeros(h.num_classes) for h in task.heads}, dataset.targets,
+                                  df["image_name"].to_numpy(), source, row)  # fmt: skip
+
+
+def epoch_checkpoint(run_dir: str | Path, epoch: int) -> Path:
+    """``checkpoints/epoch_NNN.pt`` of a run: the weights after that epoch (1-based), while it is kept."""
+    return Path(run_dir) / CHECKPOINTS_DIR / f"epoch_{epoch:03d}.pt"
+
+
+def _keep_epoch_weights(run_dir: Path, state: TrainingState, keep: int) -> None:
+    # The last `keep` epochs' weights, for weight averaging; older ones are removed once the new one is written.
+    if keep <= 0:
+        return
+    state.save_weights(epoch_checkpoint(run_dir, state.epoch + 1))
+    for old in sorted((run_dir / CHECKPOINTS_DIR).glob("epoch_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+
+
 def _train_epochs(loop: _Loop, state: TrainingState, loaders, run_dir: Path, extra_metrics: dict, callbacks) -> None:
     cfg, task = loop.cfg, loop.task
     val_loader = loaders.get("val")
+    record = _epoch_record(run_dir, val_loader.dataset, task, state) if val_loader is not None else None
     while state.epoch < cfg.epochs:
         start = time.perf_counter()
         row = _train_one_epoch(loop, state, loaders["train"])
@@ -531,6 +585,8 @@ def _train_epochs(loop: _Loop, state: TrainingState, loaders, run_dir: Path, ext
                 row[f"val_{column}_top1"], row[f"val_{column}_acsa"] = head["top1"], head["acsa"]
             row["val_score"] = val["score"]
             improved = val["score"] > state.best_score
+            record = record.append(state.epoch + 1, val["probabilities"])
+            record.save(run_dir / EPOCH_PREDICTIONS_FILE)
         else:
             val, improved = None, True  # a full fit keeps its last epoch
         row["seconds"] = time.perf_counter() - start
@@ -549,6 +605,7 @@ def _train_epochs(loop: _Loop, state: TrainingState, loaders, run_dir: Path, ext
             write_json(run_dir / METRICS_FILE, metrics)
         else:
             state.bad_epochs += 1
+        _keep_epoch_weights(run_dir, state, cfg.keep_epochs)
         state.save(run_dir / LAST_CKPT)
         write_history(run_dir, state.history)
         _log_epoch(loop, row, improved)
