@@ -11,7 +11,10 @@ import pytest
 # writes os.environ): sleeping OpenMP threads (spinning ones starve the kernels and workers the tests start),
 # no albumentations update check, no hub (tests build models with pretrained=False or a local cache). Set in
 # pytest_configure, before any test module imports torch.
-TEST_ENV = {"MPLBACKEND": "Agg", "OMP_WAIT_POLICY": "PASSIVE", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+TEST_ENV = {"MPLBACKEND": "Agg", "OMP_WAIT_POLICY": "PASSIVE", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1",
+            # Importing rembg compiles pymatting's numba kernels (its alpha matting, which no test runs): about
+            # 50 s on a fresh .venv, whose numba cache is empty. Uncompiled, they cost nothing at import.
+            "NUMBA_DISABLE_JIT": "1"}  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -99,8 +99,9 @@ def test_notebook_06_compares_the_sweep_under_papermill(two_worker_sweep, _outpu
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on_and_a_rerun_skips_finished(demo_root):
+    # The failing trial first: the worker goes on to the next.
     spec = {"name": "t-fail", "notebook": str(TRIAL_NB), "fixed": {"data_root": str(demo_root)},
-            "grid": {"augment": ["none", "bogus"]}}  # fmt: skip
+            "grid": {"augment": ["bogus", "none"]}}  # fmt: skip
     trials = run_sweep(spec, workers=1).trials.set_index("param_augment")
     assert trials.loc["none", "state"] == "COMPLETE"
     assert trials.loc["bogus", "state"] == "FAIL" and trials.loc["bogus", "outcome"] == "failed"
@@ -109,6 +110,30 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on_and_a_rerun_skips_fin
     assert executed.exists() and "bogus" in executed.read_text(), "the failing notebook is kept with its error"
     again = run_sweep(spec, workers=1)
     assert len(again.trials) == 2, "finished trials (failed included) are not run again"
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, from /proc (a kernel runs in a session of its own: a group kill misses it)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _exited(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has exited
+    except (OSError, IndexError):
+        return True
 
 
 def test_a_killed_worker_loses_only_its_trial_and_a_rerun_completes_the_study(demo_root, tmp_path):
@@ -124,13 +149,17 @@ def test_a_killed_worker_loses_only_its_trial_and_a_rerun_completes_the_study(de
             assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
             time.sleep(0.2)
     finally:
+        below = _descendants(proc.pid)  # the worker and its kernel
         os.killpg(proc.pid, signal.SIGKILL)  # coordinator and worker; the kernel exits with its parent
         proc.wait()
-    time.sleep(3)
+    deadline = time.monotonic() + 30
+    while not all(_exited(pid) for pid in below):  # the kernel notices within a second or so
+        assert time.monotonic() < deadline, "the killed worker's kernel is still running"
+        time.sleep(0.1)
     before = sweep_trials(open_sweep("t-kill"))
     assert list(before["state"]) == ["RUNNING", "WAITING"]
 
-    result = run_sweep(spec_path, workers=1)
+    result = run_sweep(spec_path, workers=2)  # the lost trial's retry and the other trial side by side
     trials = result.trials
     lost = trials[trials["number"] == 0].iloc[0]
     assert lost["state"] == "FAIL" and lost["outcome"] == "lost"
@@ -213,3 +242,149 @@ def test_the_seed_decides_the_initial_weights_so_seed_sweeps_are_reproducible(de
     a, b, c = weights(3), weights(3), weights(4)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_a_running_worker_retries_a_trial_lost_while_it_ran_its_own_before_it_stops(tmp_path, monkeypatch):
+    """Lost trials are recovered before every claim, not once at the worker's start.
+
+    The notebook is a stub: while the worker runs trial 0, another worker's trial 1 (claimed, parameters drawn,
+    run folder named) loses its worker (a dead pid of this host). The worker must then retry it (trial 2), with
+    trial 1's parameters and run folder and ``resume``, and stop only after that.
+    """
+    import socket
+
+    import optuna
+
+    from fh_utils.workbook import sweeps
+
+    spec = load_spec({"name": "t-relost", "notebook": str(TRIAL_NB), "grid": {"seed": [0, 1]}})
+    url = f"journal://{tmp_path / 'journal.log'}"
+    sweeps.enqueue_grid(sweeps.load_study(spec, url), spec)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    ran = []
+
+    def notebook(nb, output, params, timeout=None):
+        ran.append((Path(output).relative_to(Path(os.environ["FH_OUTPUTS"]) / "runs").as_posix(), dict(params)))
+        if len(ran) == 1:  # meanwhile another worker claims trial 1 and dies
+            other_study = sweeps.load_study(spec, url, worker=1)
+            other = sweeps.claim_trial(other_study, spec)
+            sweeps.suggest(other, spec)
+            other.set_user_attr("run_name", "t-relost/t0001")
+            beat = {"host": socket.gethostname(), "pid": dead.pid, "time": time.time()}
+            other_study._storage.set_trial_user_attr(other._trial_id, "heartbeat", beat)
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        (Path(output).parent / "metrics.json").write_text('{"score": 0.5}')
+
+    monkeypatch.setattr(sweeps, "execute_trial_notebook", notebook)
+    assert sweeps.run_worker(spec, url) == {"complete": 2}
+    assert ran == [("t-relost/t0000/sweep_trial.ipynb", {"seed": 0, "run_name": "t-relost/t0000"}),
+                   ("t-relost/t0001/sweep_trial.ipynb", {"seed": 1, "run_name": "t-relost/t0001", "resume": True})]
+    trials = sweep_trials(optuna.load_study(study_name="t-relost", storage=sweeps.open_storage(url)))
+    assert list(zip(trials["number"], trials["state"], trials["outcome"], trials["param_seed"])) == [
+        (0, "COMPLETE", "complete", 0), (1, "FAIL", "lost", 1), (2, "COMPLETE", "complete", 1)]
+    assert trials.loc[2, "retry_of"] == 1 and trials.loc[2, "run_name"] == "t-relost/t0001"
+
+
+# ------------------------------------------------------------------ the worker's decisions, function by function
+def test_a_trial_is_lost_by_a_dead_pid_of_this_host_or_a_silent_heartbeat_only():
+    import socket
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    from fh_utils.workbook.sweeps import _is_lost
+
+    now, here, dead = 10_000.0, socket.gethostname(), 2**22 + 12345  # above pid_max: no such process here
+
+    def trial(beat=None, started=None):
+        return SimpleNamespace(user_attrs={"heartbeat": beat} if beat else {},
+                               datetime_start=datetime.fromtimestamp(started) if started else None)  # fmt: skip
+
+    assert _is_lost(trial({"host": here, "pid": dead, "time": now}), now, grace=120)
+    assert not _is_lost(trial({"host": here, "pid": os.getpid(), "time": now - 119}), now, grace=120)
+    assert _is_lost(trial({"host": here, "pid": os.getpid(), "time": now - 121}), now, grace=120)
+    assert not _is_lost(trial({"host": "another-machine", "pid": dead, "time": now - 60}), now, grace=120), (
+        "a pid of another machine says nothing about it here")  # fmt: skip
+    assert _is_lost(trial({"host": "another-machine", "pid": dead, "time": now - 121}), now, grace=120)
+    assert not _is_lost(trial(started=now - 60), now, grace=120) and _is_lost(trial(started=now - 121), now, grace=120)
+
+
+def test_a_search_starts_n_trials_counting_a_lost_and_retried_trial_once(tmp_path):
+    import socket
+
+    from fh_utils.workbook import sweeps
+
+    spec = load_spec({"name": "t-count", "notebook": str(TRIAL_NB), "search": {"seed": {"low": 0, "high": 9}},
+                      "n_trials": 2})  # fmt: skip
+    study = sweeps.load_study(spec, f"journal://{tmp_path / 'journal.log'}")
+    first = sweeps.claim_trial(study, spec)
+    sweeps.suggest(first, spec)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    beat = {"host": socket.gethostname(), "pid": dead.pid, "time": time.time()}
+    study._storage.set_trial_user_attr(first._trial_id, "heartbeat", beat)
+    assert sweeps.recover_lost_trials(study) == [0]
+    retry = sweeps.claim_trial(study, spec)  # the retry of trial 0 (waiting) first
+    assert retry.number == 1 and study._storage.get_trial(retry._trial_id).system_attrs["failed_trial"] == 0
+    study.tell(retry, 0.5)
+    second = sweeps.claim_trial(study, spec)  # trial 0 and its retry are one trial: a second one starts
+    assert second is not None and second.number == 2
+    assert sweeps.claim_trial(study, spec) is None, "n_trials=2 started: nothing more"
+    assert [t.number for t in study.get_trials(deepcopy=False)] == [0, 1, 2]
+
+
+def _stub_trial(tmp_path, monkeypatch, spec_values: dict, threads: int, raise_exc=None):
+    """run_trial of a one-point grid with the notebook stubbed: the params it got, the outcome, the trial."""
+    from fh_utils.workbook import sweeps
+
+    got = []
+
+    def notebook(nb, output, params, timeout=None):
+        got.append(dict(params))
+        if raise_exc is not None:
+            raise raise_exc
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        (Path(output).parent / "metrics.json").write_text('{"score": 0.5}')
+
+    monkeypatch.setattr(sweeps, "execute_trial_notebook", notebook)
+    spec = load_spec({"notebook": str(TRIAL_NB), "grid": {"seed": [4]}, **spec_values})
+    url = f"journal://{tmp_path / spec.name / 'journal.log'}"
+    study = sweeps.load_study(spec, url)
+    sweeps.enqueue_grid(study, spec)
+    trial = sweeps.claim_trial(study, spec)
+    outcome = sweeps.run_trial(study, trial, spec, url, threads=threads)
+    return got[0], outcome, study.get_trials(deepcopy=False)[0]
+
+
+def test_a_trial_gets_the_workers_thread_share_unless_the_spec_fixes_threads(tmp_path, monkeypatch):
+    params, outcome, trial = _stub_trial(tmp_path, monkeypatch, {"name": "t-thr-a"}, threads=3)
+    assert (params, outcome) == ({"seed": 4, "run_name": "t-thr-a/t0000", "threads": 3}, "complete")
+    assert Path(trial.user_attrs["run_dir"]).relative_to(Path(os.environ["FH_OUTPUTS"])) == Path("runs/t-thr-a/t0000")
+    params, _, _ = _stub_trial(tmp_path, monkeypatch, {"name": "t-thr-b", "fixed": {"threads": 1}}, threads=3)
+    assert params == {"threads": 1, "seed": 4, "run_name": "t-thr-b/t0000"}
+    params, _, _ = _stub_trial(tmp_path, monkeypatch, {"name": "t-thr-c"}, threads=0)
+    assert params == {"seed": 4, "run_name": "t-thr-c/t0000"}
+
+
+def test_a_notebook_stopped_by_the_pruner_ends_its_trial_pruned_and_another_error_failed(tmp_path, monkeypatch):
+    """papermill names the exception by its class name, as the kernel reports it: ``TrialPruned``."""
+    from optuna.trial import TrialState
+    from papermill.exceptions import PapermillExecutionError
+
+    pruned = PapermillExecutionError(3, 3, "fit(...)", "TrialPruned", "pruned at epoch 2", [])
+    _, outcome, trial = _stub_trial(tmp_path, monkeypatch, {"name": "t-pr"}, threads=0, raise_exc=pruned)
+    assert (outcome, trial.state, trial.user_attrs["outcome"]) == ("pruned", TrialState.PRUNED, "pruned")
+    assert trial.user_attrs["error"] == "TrialPruned: pruned at epoch 2"
+    failed = PapermillExecutionError(3, 3, "fit(...)", "ValueError", "boom", [])
+    _, outcome, trial = _stub_trial(tmp_path, monkeypatch, {"name": "t-fl"}, threads=0, raise_exc=failed)
+    assert (outcome, trial.state, trial.user_attrs["error"]) == ("failed", TrialState.FAIL, "ValueError: boom")
+
+
+def test_fixed_values_given_to_the_command_override_the_spec_and_a_swept_name_cannot_be_fixed():
+    spec = load_spec({"name": "s", "notebook": str(TRIAL_NB), "fixed": {"epochs": 3, "limit": 8},
+                      "grid": {"seed": [0]}}, epochs=1)  # fmt: skip
+    assert spec.fixed == {"epochs": 1, "limit": 8}
+    with pytest.raises(ValueError, match=r"^sweep 's': \['seed'\] both fixed and swept$"):
+        load_spec({"name": "s", "notebook": str(TRIAL_NB), "fixed": {"seed": 1}, "grid": {"seed": [0]}})
+    with pytest.raises(ValueError, match=r"^sweep 's': \['seed'\] both fixed and swept$"):
+        load_spec({"name": "s", "notebook": str(TRIAL_NB), "grid": {"seed": [0]}}, seed=1)
