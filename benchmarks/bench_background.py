@@ -1,14 +1,14 @@
 """GrabCut background removal: full resolution versus the fast path, on full-size (1500-2500 px) photos.
 
 * full: ``cv2.grabCut`` on the whole image at full resolution (the plain way), one core.
-* fast: :func:`fh_utils.data.background.grabcut_mask` defaults (box plus 25 % context, long side 320, mask
+* fast: :func:`fh_utils.prep.background.grabcut_mask` defaults (box plus 25 % context, long side 320, mask
   scaled back and feathered), measured end to end by :func:`create_nobg_tree` (decode, mask, fill,
   encode, atomic write, pool start-up) over ``--workers`` processes, and also per core.
 
 Mask agreement is the IoU of the masks thresholded at 128: fast vs full; fast vs full resolution on the
 same crop (the effect of the working resolution alone); and, for the built-in synthetic photos, each
 against the true garment mask. Data: ``--data-root`` (any FASHION-HOW tree), else the demo generator
-(:func:`fh_utils.data.demo.generate_demo_dataset`, person-like figures) when it exists, else (or with
+(:func:`fh_utils.prep.demo.generate_demo_dataset`, person-like figures) when it exists, else (or with
 ``--source synthetic``) this script's own photos, whose true garment mask is known.
 
     python benchmarks/bench_background.py --n 24 --n-full 6 --json outputs/bench_background.json
@@ -31,11 +31,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fh_utils.data import background as bg
 from fh_utils.data.images import image_size, load_image
+from fh_utils.prep import background as bg
+from fh_utils.prep.background import jobs as bg_jobs  # the tree's per-image steps
 
 SIZE_RANGE = (1500, 2500)
-ST1_HEADER = ["image_name", *bg.BOX_COLUMNS, "Daily", "Gender", "Embellishment"]
+ST1_HEADER = ["image_name", *bg_jobs.BOX_COLUMNS, "Daily", "Gender", "Embellishment"]
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -108,9 +109,9 @@ def write_synthetic_root(root: Path, n: int, seed: int) -> dict[str, np.ndarray]
 
 
 def demo_root(root: Path, n: int, seed: int) -> Path | None:
-    """A demo tree with at least ``n`` full-size images, or None when fh_utils.data.demo is not there."""
+    """A demo tree with at least ``n`` full-size images, or None when fh_utils.prep.demo is not there."""
     try:
-        from fh_utils.data.demo import generate_demo_dataset
+        from fh_utils.prep.demo import generate_demo_dataset
     except ImportError:
         return None
     scale = 0.01 * math.ceil(n / 40)  # scale 0.01 gives about 47 images
@@ -131,7 +132,7 @@ def end_to_end(job, **mask_kwargs) -> tuple[float, np.ndarray]:
     start = time.perf_counter()
     img = load_image(job.src)
     mask = bg.grabcut_mask(img, job.boxes, **mask_kwargs)
-    bg._encode(Path(job.src), bg.blend_fill(img, mask), bg.JPEG_QUALITY)
+    bg_jobs._encode(Path(job.src), bg.blend_fill(img, mask), bg_jobs.JPEG_QUALITY)
     return time.perf_counter() - start, mask
 
 
@@ -186,7 +187,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_bg_") as tmp:
         root, truth, source = resolve_data(args, Path(tmp))
-        jobs = bg._list_jobs(root)[: args.n]
+        jobs = bg_jobs.list_jobs(root)[: args.n]
         sizes = [image_size(j.src) for j in jobs]
         print(f"{len(jobs)} images ({source}), {min(map(min, sizes))}-{max(map(max, sizes))} px")
         out = Path(tmp) / "nobg"
@@ -222,9 +223,9 @@ def resolve_data(args: argparse.Namespace, tmp: Path) -> tuple[Path, dict[str, n
     if args.source in ("auto", "demo"):
         root = demo_root(tmp / "demo", args.n, args.seed)
         if root is not None:
-            return root, {}, "fh_utils.data.demo"
+            return root, {}, "fh_utils.prep.demo"
         if args.source == "demo":
-            raise SystemExit("fh_utils.data.demo is not available; use --source synthetic")
+            raise SystemExit("fh_utils.prep.demo is not available; use --source synthetic")
     truth = write_synthetic_root(tmp / "synthetic", args.n, args.seed)
     return tmp / "synthetic", truth, "synthetic (own generator)"
 

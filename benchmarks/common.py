@@ -23,7 +23,7 @@ def machine() -> str:
 
 def demo_root(name: str, scale: float, size_range: tuple[int, int]) -> Path:
     """A demo dataset for benchmarks (generated once under outputs/bench_data/)."""
-    from fh_utils.data.demo import ensure_demo_dataset
+    from fh_utils.prep.demo import ensure_demo_dataset
 
     return ensure_demo_dataset(BENCH_DATA / name, seed=0, scale=scale, size_range=size_range)
 

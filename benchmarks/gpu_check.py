@@ -14,7 +14,11 @@ import torch
 from benchmarks.common import report
 from fh_utils.models.factory import create_model
 from fh_utils.tasks import get_task
-from fh_utils.training.engine import MultiHeadLoss, TrainConfig, _create_optimizer, resolve_device, seed_everything
+from fh_utils.training.config import TrainConfig
+from fh_utils.training.device import resolve_device
+from fh_utils.training.engine import seed_everything
+from fh_utils.training.losses import MultiHeadLoss
+from fh_utils.training.optim import create_optimizer
 
 
 def step_rate(mode: str, args: argparse.Namespace, device: torch.device) -> float:
@@ -26,7 +30,7 @@ def step_rate(mode: str, args: argparse.Namespace, device: torch.device) -> floa
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     cfg = TrainConfig()
-    opt = _create_optimizer(model, cfg)
+    opt = create_optimizer(model, cfg)
     loss_fn = MultiHeadLoss(task, cfg)
     run = torch.compile(model) if mode.endswith("compile") else model
     bf16_ok = device.type != "cuda" or torch.cuda.is_bf16_supported()

@@ -36,7 +36,8 @@ from benchmarks.gpu_check import step_rate
 from fh_utils.data.cache import build_cache
 from fh_utils.data.datasets import create_loaders
 from fh_utils.models.factory import create_model
-from fh_utils.training.engine import fit, resolve_device, seed_everything
+from fh_utils.training.device import resolve_device
+from fh_utils.training.engine import fit, seed_everything
 
 BATCH_SIZES = {"fh_colornet": 32}  # notebook 04's default; notebook 03's (64) for every other backbone
 TASKS = {"fh_colornet": "st2"}  # the task each recipe is trained for (st1 otherwise)

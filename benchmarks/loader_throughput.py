@@ -10,7 +10,7 @@ versus the decode-once cache, with the same augmentations; and, with ``--scaling
 ``cache=True`` with the cache built first, so warm) for every worker count and input side, worker start-up
 included (the engine starts them every epoch), and reports crops/s, the time to the first batch, crops/s per
 worker, and how many workers keep up with the GPU consumption rates ``resolve_num_workers`` assumes
-(:data:`fh_utils.workbook.workflow.GPU_TRAIN_IMG_PER_S`). The cache goes to ``--cache-dir`` (default
+(:data:`fh_utils.data.workers.GPU_TRAIN_IMG_PER_S`). The cache goes to ``--cache-dir`` (default
 ``outputs/bench_data/loader_cache/<data root name>``), never beside a read-only data root.
 """
 
@@ -53,7 +53,7 @@ def _epoch(loader) -> tuple[int, float, float, int]:
 
 def scaling(args: argparse.Namespace) -> dict:
     """Crops/s of one epoch of training batches by worker count and input side, from a warm cache."""
-    from fh_utils.workbook.workflow import GPU_TRAIN_IMG_PER_S, workers_to_keep_up
+    from fh_utils.data.workers import GPU_TRAIN_IMG_PER_S, workers_to_keep_up
 
     root = Path(args.data_root).resolve() if args.data_root else demo_root("default", scale=args.scale,
                                                                             size_range=(400, 900))  # fmt: skip
@@ -102,7 +102,7 @@ def scaling(args: argparse.Namespace) -> dict:
     return {"data_root": str(root), "task": args.task, "batch_size": args.batch_size, "limit": args.limit,
             "epochs_timed": args.epochs, "runs": runs, "per_size": per_size,
             "rule": "workers = ceil(LOADER_HEADROOM * GPU img/s / crops/s of one worker), at most the trial's "
-                    "cores - 1 (fh_utils.workbook.workflow.resolve_num_workers)"}  # fmt: skip
+                    "cores - 1 (fh_utils.data.workers.resolve_num_workers)"}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader
 from benchmarks.common import demo_root, report
 from fh_utils.data.datasets import create_dataset
 from fh_utils.models.factory import create_model
-from fh_utils.training.engine import predict, set_threads
+from fh_utils.training.device import set_threads
+from fh_utils.training.engine import predict
 
 
 @torch.inference_mode()

@@ -18,7 +18,9 @@ from benchmarks.common import ROOT, report
 from fh_utils.data.datasets import create_loaders
 from fh_utils.models.factory import create_model, load_model
 from fh_utils.training.baseline import baseline_for_loaders
-from fh_utils.training.engine import class_priors, evaluate, fit, seed_everything, set_threads
+from fh_utils.training.device import set_threads
+from fh_utils.training.engine import evaluate, fit, seed_everything
+from fh_utils.training.losses import class_priors
 from fh_utils.training.metrics import acsa
 
 SEED_RECIPE = dict(backbone="eva02_tiny_patch14_224.mim_in22k", imbalance="sampler", label_smoothing=0.1,

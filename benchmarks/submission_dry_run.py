@@ -1,7 +1,7 @@
 """The dry run of the default ST2 submission on N test images, as the platform's CPU would run it (issue 20).
 
 Trains notebook 04's default recipe (``fh_colornet``, 56 px; ``--epochs`` short, since the timing does not depend
-on the weights), packages it with :func:`fh_utils.workbook.packaging.package_submission`, lays out N images
+on the weights), packages it with :func:`fh_utils.leaderboard.package.package_submission`, lays out N images
 (the val split, topped up from train) as ``/aif/Dataset`` and runs ``submit()()`` in a fresh interpreter three
 times. Reports the bare interpreter start, the interpreter start with the imports the function makes, the time
 of ``submit()()`` (model loading, CSV validation, crops, prediction) and the whole process.
@@ -42,24 +42,27 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("FH_OUTPUTS", str(Path(args.out) / "outputs"))
-    from fh_utils.workbook import packaging, workflow
-    from fh_utils.workbook.notebooks import NOTEBOOKS_DIR, notebook_parameters
+    from fh_utils.leaderboard.dry_run import dry_run_submission, layout_test_set
+    from fh_utils.leaderboard.package import package_submission
+    from fh_utils.paths import notebooks_dir
+    from fh_utils.runner.notebooks import notebook_parameters
+    from fh_utils.workbook import workflow
 
     load = os.getloadavg()
     # Notebook 04's own defaults (the default ST2 recipe), then the benchmark's few overrides.
-    declared = notebook_parameters(NOTEBOOKS_DIR / "04_train_st2.ipynb")
+    declared = notebook_parameters(notebooks_dir() / "04_train_st2.ipynb")
     defaults = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}
     params = {**defaults, "data_root": args.data_root, "run_name": "bench-dry-run-st2", "epochs": args.epochs,
               "device": "cpu", "num_workers": 0, "color_baseline": False}  # fmt: skip
     start = time.perf_counter()
     run_dir, _ = workflow.train_from_params("st2", params, progress=False)
     train_s = time.perf_counter() - start
-    package = packaging.package_submission(str(run_dir), out_dir=Path(args.out) / "submission")
-    dataset = packaging.layout_test_set(args.data_root, Path(args.out) / "Dataset", split="val", tasks=("st2",),
-                                        limit=args.images, extra_split="train")  # fmt: skip
+    package = package_submission(str(run_dir), out_dir=Path(args.out) / "submission")
+    dataset = layout_test_set(args.data_root, Path(args.out) / "Dataset", split="val", tasks=("st2",),
+                              limit=args.images, extra_split="train")  # fmt: skip
     bare = [_seconds([sys.executable, "-I", "-c", "pass"]) for _ in range(args.repeats)]
     imports = [_seconds([sys.executable, "-I", "-c", IMPORTS]) for _ in range(args.repeats)]
-    runs = [packaging.dry_run_submission(package.folder, dataset) for _ in range(args.repeats)]
+    runs = [dry_run_submission(package.folder, dataset) for _ in range(args.repeats)]
     med = statistics.median
     report("submission_dry_run", {
         "load_before": [round(x, 2) for x in load], "load_after": [round(x, 2) for x in os.getloadavg()],

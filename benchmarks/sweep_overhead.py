@@ -38,7 +38,7 @@ def _fresh_sweep(name: str) -> None:
 
 def _sweep(name: str, fixed: dict, plan: dict, workers: int, devices: str = "cpu", fresh: bool = True):
     """Run notebook 04 as the sweep ``name`` (``plan``: its grid, or its search and sampler settings); timed."""
-    from fh_utils.workbook.sweeps import run_sweep
+    from fh_utils.sweeps.coordinator import run_sweep
 
     if fresh:
         _fresh_sweep(name)
@@ -85,7 +85,7 @@ def concurrency(args: argparse.Namespace) -> dict:
     On a GPU (``--devices 0``) every worker shares that GPU; its mean utilisation over each sweep is reported.
     """
     from benchmarks.gpu_fit import GpuSampler
-    from fh_utils.training.engine import resolve_device
+    from fh_utils.training.device import resolve_device
 
     root = Path(args.data_root).resolve() if args.data_root else demo_root("sweep", scale=args.scale,
                                                                             size_range=(300, 500))  # fmt: skip

@@ -16,13 +16,17 @@ from benchmarks.common import demo_root, report
 from fh_utils.data.cache import build_cache
 from fh_utils.data.datasets import create_loaders
 from fh_utils.models.factory import create_model
-from fh_utils.training.engine import MultiHeadLoss, TrainConfig, _create_optimizer, fit, seed_everything, set_threads
+from fh_utils.training.config import TrainConfig
+from fh_utils.training.device import set_threads
+from fh_utils.training.engine import fit, seed_everything
+from fh_utils.training.losses import MultiHeadLoss
+from fh_utils.training.optim import create_optimizer
 
 
 def model_only_rate(model, task, batch_size: int, img_size: int, steps: int) -> float:
     """img/s of forward + backward + AdamW step on one uint8 batch held in memory."""
     cfg = TrainConfig(label_smoothing=0.1)
-    opt = _create_optimizer(model, cfg)
+    opt = create_optimizer(model, cfg)
     loss_fn = MultiHeadLoss(task, cfg)
     x = torch.randint(0, 256, (batch_size, 3, img_size, img_size), dtype=torch.uint8)
     y = torch.stack([torch.randint(0, h.num_classes, (batch_size,)) for h in task.heads], 1)

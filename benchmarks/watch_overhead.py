@@ -26,7 +26,8 @@ from fh_utils.data.cache import build_cache
 from fh_utils.data.datasets import create_loaders
 from fh_utils.models.factory import create_model
 from fh_utils.training import watch
-from fh_utils.training.engine import fit, seed_everything, set_threads
+from fh_utils.training.device import set_threads
+from fh_utils.training.engine import fit, seed_everything
 
 MODES = ("full", "state", "bare")
 BOARD_LINE = re.compile(r"tensorboard: .* \(opened in ([\d.]+) s; ([\d.]+) s writing (\d+) epoch")

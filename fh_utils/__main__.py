@@ -9,7 +9,7 @@ from typing import Any
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from fh_utils.data.demo import ensure_demo_dataset, generate_demo_dataset
+    from fh_utils.prep.demo import ensure_demo_dataset, generate_demo_dataset
 
     size_range = tuple(args.size_range) if args.size_range else (400, 900)
     if args.overwrite:
@@ -51,7 +51,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _nobg(args: argparse.Namespace) -> int:
-    from fh_utils.data.background import create_nobg_tree
+    from fh_utils.prep.background import create_nobg_tree
 
     summary = create_nobg_tree(args.root, out_root=args.out, method=args.method, model_name=args.model,
                                work_size=args.work_size, workers=args.workers)  # fmt: skip
@@ -60,7 +60,7 @@ def _nobg(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fh_utils.workbook.notebooks import main_demo
+    from fh_utils.runner.demo import main_demo
 
     return main_demo()
 
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     import yaml
     from papermill.exceptions import PapermillExecutionError
 
-    from fh_utils.workbook.notebooks import UnknownParameterError, run_notebook
+    from fh_utils.runner.notebooks import UnknownParameterError, run_notebook
 
     params: dict[str, Any] = {}
     for path in args.parameters_file:
@@ -103,8 +103,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from fh_utils.workbook.sweep_spec import parse_assignment
-    from fh_utils.workbook.sweeps import run_sweep
+    from fh_utils.sweeps.coordinator import run_sweep
+    from fh_utils.sweeps.spec import parse_assignment
 
     fixed = dict(parse_assignment(a) for a in args.param)
     res = run_sweep(args.spec, workers=args.workers, devices=args.devices, storage=args.storage, **fixed)
@@ -118,7 +118,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _package(args: argparse.Namespace) -> int:
-    from fh_utils.workbook.packaging import DRY_RUN_SETUP_ERRORS, dry_run_on_split, package_submission
+    from fh_utils.leaderboard.dry_run import DRY_RUN_SETUP_ERRORS, dry_run_on_split
+    from fh_utils.leaderboard.package import package_submission
 
     package = package_submission(args.run, task=args.task, out_dir=args.out or "", model_name=args.model_name,
                                  tta=args.tta, key=args.key, weights=args.weights, name=args.name)  # fmt: skip
@@ -136,8 +137,39 @@ def _package(args: argparse.Namespace) -> int:
     return 0
 
 
+def _oof(args: argparse.Namespace) -> int:
+    from fh_utils.workbook.oof import OOF_DIR, OOF_REPORT, NoFoldRunsError, oof_table, sweep_oof
+
+    try:
+        groups = sweep_oof(args.sweep, args.runs_root)
+    except NoFoldRunsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(oof_table(groups).to_string(index=False))
+    print(f"out-of-fold files and {OOF_REPORT}: {args.sweep}/{OOF_DIR}/ under the runs folder")
+    return 1 if any(g.problem for g in groups) else 0
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from fh_utils.ledger import LedgerError, ledger_path, read_ledger, record_leaderboard
+
+    try:
+        if args.name:
+            if args.score is None:
+                print("give the leaderboard's score after the name: python -m fh_utils ledger NAME SCORE",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+            record_leaderboard(args.name, args.score)
+        print(f"{ledger_path()}:")
+        print(read_ledger().to_string(index=False))
+    except LedgerError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
-    from fh_utils.workbook.dashboard import serve_dashboard
+    from fh_utils.sweeps.dashboard import serve_dashboard
 
     try:
         serve_dashboard(args.target, port=args.port, host=args.host)
@@ -148,7 +180,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _board(args: argparse.Namespace) -> int:
-    from fh_utils.workbook.dashboard import run_board
+    from fh_utils.sweeps.dashboard import run_board
 
     return run_board(args.logdir, port=args.port, host=args.host)
 
@@ -269,6 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="dry-run on the first N rows only (default %(default)s: all)")
     p.add_argument("--no-dry-run", action="store_true", help="write the folder only (default: dry-run it too)")
     p.set_defaults(func=_package)
+
+    p = sub.add_parser("oof", help="gather a fold sweep's held-out predictions per recipe and seed into oof files, "
+                                   "and print each recipe's cross-validated score with its 90 %% interval")
+    p.add_argument("sweep", help="the sweep's folder name under the runs folder (its trials trained split fold:K/N)")
+    p.add_argument("--runs-root", type=Path, default=None, help="the runs folder (default outputs/runs)")
+    p.set_defaults(func=_oof)
+
+    p = sub.add_parser("ledger", help="show the submission ledger (outputs/ledger.csv), or record a submission's "
+                                      "leaderboard score: ledger NAME SCORE")
+    p.add_argument("name", nargs="?", default="", help="the submission's name (default: none, just show)")
+    p.add_argument("score", nargs="?", type=float, default=None,
+                   help="its leaderboard score, 0..1 (default: none)")
+    p.set_defaults(func=_ledger)
 
     p = sub.add_parser("dashboard", help="optuna-dashboard of a sweep's study, read-only, on a loopback port")
     p.add_argument("target", help="sweep name (its journal under outputs/sweeps/), a journal file, or the --storage "

@@ -1,4 +1,4 @@
-"""Where things live: the project root, the outputs folder and the folders for derived images.
+"""Where things live: the project root, the notebooks, the outputs, runs and submissions, the data and derived images.
 
 The project root is found, not assumed: the nearest folder at or above the working directory that holds the
 workbook (a ``pyproject.toml`` naming ``fh-utils``, or ``notebooks/`` beside ``fh_utils/``); else the source
@@ -61,6 +61,16 @@ def runs_dir() -> Path:
     return outputs_dir() / "runs"
 
 
+def submissions_dir() -> Path:
+    """Folder holding one sub-folder per packaged submission (``outputs/submissions``)."""
+    return outputs_dir() / "submissions"
+
+
+def notebooks_dir() -> Path:
+    """The numbered notebooks: ``notebooks/`` in the project root (see :func:`project_root`)."""
+    return project_root() / "notebooks"
+
+
 def default_data_root() -> Path:
     """The real data root when present (``$FH_DATA`` or ``data/fashion-how``), else the demo data root."""
     env = os.environ.get(DATA_ENV)
@@ -69,6 +79,11 @@ def default_data_root() -> Path:
     root = project_root()
     real = root / "data" / "fashion-how"
     return real if real.exists() else root / "data" / "demo"
+
+
+def resolve_data_root(data_root: str | Path = "") -> Path:
+    """``""`` gives :func:`default_data_root`; a relative path starts at the working folder."""
+    return Path(data_root).expanduser().resolve() if str(data_root) else default_data_root().resolve()
 
 
 def _writable(folder: Path) -> bool:

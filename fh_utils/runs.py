@@ -1,10 +1,15 @@
-"""Run folders: ``outputs/runs/<run_name>/`` holds everything one run writes.
+"""Run folders: ``outputs/runs/<run_name>/`` holds everything one run writes; every file name is here.
 
 ``config.json`` (resolved configuration), ``history.csv`` (a row per epoch), ``metrics.json`` (the best
 epoch), ``best.pt`` / ``last.pt`` (checkpoints), ``val_epochs.npz`` (every epoch's val probabilities),
 ``checkpoints/epoch_NNN.pt`` (the last epochs' weights), ``state.json`` (running, finished, failed, pruned, killed:
 :func:`read_run_state`), ``tb/`` (TensorBoard scalars), ``figures/``, ``train.log`` and the executed notebook.
 All files are written atomically (temporary file, then rename): an interruption leaves the previous version.
+
+A folder that predicts holds a model file (:func:`model_file`): a run's ``best.pt``, a saved ensemble's
+``ensemble.pt`` (with ``manifest.json``) or an int8 export's ``model_int8.pt``. A name a user types (a path, a
+run name under ``outputs/runs``, several comma-separated, a JSON list) becomes folders in
+:func:`resolve_run_dirs`.
 """
 
 from __future__ import annotations
@@ -25,13 +30,23 @@ from fh_utils.paths import project_root, runs_dir
 
 CONFIG_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "history.csv", "metrics.json"
 BEST_CKPT, LAST_CKPT = "best.pt", "last.pt"
-STATE_FILE, TB_DIR = "state.json", "tb"
+STATE_FILE, TB_DIR, FIGURES_DIR = "state.json", "tb", "figures"
+# The model files a folder may predict with, in the order looked for: a run, a saved ensemble, an int8 export.
+ENSEMBLE_FILE, MANIFEST_FILE, INT8_FILE = "ensemble.pt", "manifest.json", "model_int8.pt"
+MODEL_FILES = (BEST_CKPT, ENSEMBLE_FILE, INT8_FILE)
+# The colour baseline's score (ST2), kept so a resumed run does not fit it again; the final evaluation's val rows.
+BASELINE_FILE, PREDICTIONS_FILE = "baseline.json", "val_predictions.csv"
+# Notebook 05's output in the folder it scored; notebook 06's comparison.
+SUBMISSION_FILE, SUBMISSION_METRICS_FILE = "submission.csv", "submission_metrics.json"
+RUNS_CSV, TOP_K_FILE = "runs.csv", "top_k.json"
+# A packaged submission's model/ folder: task, model file, TTA mode, members (fh_utils.leaderboard.package).
+SUBMISSION_SPEC_FILE = "submission.json"
 # Every epoch's val probabilities (fh_utils.scoring.predictions), and the last epochs' weights (checkpoints/).
 EPOCH_PREDICTIONS_FILE, CHECKPOINTS_DIR = "val_epochs.npz", "checkpoints"
 # A run's state: "running" while its process lives (heartbeat), then how it ended. "killed" is never written
 # by the run itself (SIGKILL, power loss): read_run_state infers it from a dead pid or a stale heartbeat.
 RUN_STATES = ("running", "finished", "failed", "pruned", "killed")
-HEARTBEAT_S, STALE_S = 30.0, 150.0
+RUN_HEARTBEAT_S, STALE_S = 30.0, 150.0  # state.json rewritten every 30 s; silent for 150 s: killed
 
 
 def default_run_name(task: str | None = None, backbone: str | None = None, img_size: int | None = None) -> str:
@@ -62,7 +77,7 @@ def create_run_dir(
         raise ValueError(f"run_name {name!r} may only hold letters, digits, '_', '-' and '.'")
     run_dir = Path(root) if root is not None else runs_dir()
     run_dir = run_dir / name
-    (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+    (run_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -79,7 +94,7 @@ def read_history(run_dir: str | Path) -> pd.DataFrame:
 
 def save_figure(fig: Any, run_dir: str | Path, name: str, dpi: int = 110) -> Path:
     """Save a matplotlib figure as ``figures/<name>.png`` of the run folder and return the path."""
-    path = Path(run_dir) / "figures" / f"{name}.png"
+    path = Path(run_dir) / FIGURES_DIR / f"{name}.png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
     return path
 
@@ -116,6 +131,100 @@ def run_candidates(name: str | Path) -> list[Path]:
         if candidate not in seen:
             seen.append(candidate)
     return seen
+
+
+def model_file(folder: str | Path) -> Path | None:
+    """The model file a folder predicts with (the first of :data:`MODEL_FILES` it holds), else None."""
+    folder = Path(folder)
+    return next((folder / f for f in MODEL_FILES if (folder / f).is_file()), None)
+
+
+def run_label(path: str | Path) -> str:
+    """A run folder as records that travel (``submission.json``, the ledger) name it; never a local path.
+
+    Its path under the runs folder (``outputs/runs``), else its folder name.
+    """
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(runs_dir().resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def find_run_folder(label: str | Path) -> Path | None:
+    """The folder a :func:`run_label` (or a path) names, when it is on this machine."""
+    for candidate in (Path(label), runs_dir() / str(label)):
+        if str(label) and candidate.is_dir():
+            return candidate
+    return None
+
+
+def resolve_run_dir(run_dir: str | Path = "", task: str = "") -> Path:
+    """A folder with a model file (``best.pt``, ``ensemble.pt``, ``model_int8.pt``).
+
+    ``run_dir`` is a path (absolute, relative to the working directory or to the repository root), a run name
+    under ``outputs/runs``, or ``""`` (the newest run of ``task`` with ``best.pt``).
+
+    Raises:
+        FileNotFoundError: No model file in any of those places, each named.
+    """
+    if not str(run_dir):
+        return latest_run(task or None, BEST_CKPT)
+    candidates = run_candidates(run_dir)
+    for candidate in candidates:
+        if model_file(candidate) is not None:
+            return candidate.resolve()
+    raise FileNotFoundError(f"no {' / '.join(MODEL_FILES)} for {str(run_dir)!r}; looked in "
+                            + ", ".join(str(c) for c in candidates))  # fmt: skip
+
+
+def runs_from_json(path: Path) -> list[str]:
+    """Run folders listed in a JSON file: a list, or ``{"runs": [...]}``.
+
+    Entries are paths or dicts with ``run_dir`` / ``run`` / ``path``. Relative paths start at the JSON's folder,
+    then at ``outputs/runs``.
+    """
+    data = read_json(path)
+    entries = data.get("runs") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a list of run folders, or {{'runs': [...]}}, got {type(data).__name__}")
+    out = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            entry = next((entry[k] for k in ("run_dir", "run", "path") if k in entry), None)
+        if not isinstance(entry, str):
+            raise ValueError(f"{path}: cannot read a run folder from {entry!r}")
+        rel = path.parent / entry
+        out.append(str(rel) if not Path(entry).is_absolute() and model_file(rel) else entry)
+    return out
+
+
+def resolve_run_dirs(run_dir: str | Path = "", task: str = "") -> list[Path]:
+    """The run folders of ``run_dir``: one folder, comma-separated folders, or a JSON file that lists them."""
+    text = str(run_dir).strip()
+    if text.endswith(".json") and "," not in text:
+        found = [c for c in run_candidates(text) if c.is_file()]
+        if not found:
+            raise FileNotFoundError(f"run list {text!r} not found; looked in "
+                                    + ", ".join(str(c) for c in run_candidates(text)))  # fmt: skip
+        names = runs_from_json(found[0])
+    else:
+        names = [t.strip() for t in text.split(",") if t.strip()] or [""]
+    return [resolve_run_dir(n, task) for n in names]
+
+
+def parse_weights(weights: str | list[float] | tuple[float, ...] | None, n: int) -> list[float] | None:
+    """Ensemble weights, one per run, from ``"1,2"`` or a list; None when none are given.
+
+    Raises:
+        ValueError: Not ``n`` of them.
+    """
+    if weights is None or weights == "" or weights == []:
+        return None
+    values = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
+    if len(values) != n:
+        raise ValueError(f"{len(values)} weights for {n} runs")
+    return values
 
 
 def config_task(config: dict) -> str | None:
@@ -183,7 +292,7 @@ def read_run_state(run_dir: str | Path, now: float | None = None, stale_s: float
     """A run's state from its ``state.json``, with ``"killed"`` inferred for a run that stopped beating.
 
     A ``"running"`` record is taken as killed when it was written on this host by a pid that no longer exists,
-    or when its heartbeat (every :data:`HEARTBEAT_S` seconds) is older than ``stale_s``. A run folder from
+    or when its heartbeat (every :data:`RUN_HEARTBEAT_S` seconds) is older than ``stale_s``. A run folder from
     before run states (no ``state.json``) is ``"finished"`` when ``history.csv`` holds every epoch of
     ``config.json``, else ``"unknown"``.
 
@@ -224,7 +333,7 @@ class RunHeartbeat(threading.Thread):
     thread, never on the training loop's.
     """
 
-    def __init__(self, run_dir: str | Path, interval: float = HEARTBEAT_S):
+    def __init__(self, run_dir: str | Path, interval: float = RUN_HEARTBEAT_S):
         super().__init__(daemon=True, name="fh-run-heartbeat")
         self.run_dir, self.interval = Path(run_dir), interval
         self._stopped, self._wake = threading.Event(), threading.Event()

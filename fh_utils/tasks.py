@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 CLASSES_FILE = "classes.json"
 
@@ -61,6 +62,9 @@ class Task:
         heads: The classification heads, in submission order.
         metric: ``"mean_top1"`` (mean top-1 accuracy over heads) or ``"acsa"`` (mean per-class accuracy).
         rules: Competition rules.
+        classes_file: The ``classes.json`` whose class names this task carries (``""``: none); set by
+            :func:`get_task`, which then does not read that file again for this task.
+        classes_columns: The label columns whose class names came from ``classes_file``.
     """
 
     name: str
@@ -69,6 +73,8 @@ class Task:
     heads: tuple[Head, ...]
     metric: str
     rules: Rules = field(default_factory=Rules)
+    classes_file: str = field(default="", compare=False, repr=False)
+    classes_columns: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def label_columns(self) -> list[str]:
@@ -153,8 +159,49 @@ def find_classes_file(data_root: str | Path | None) -> Path | None:
     return None
 
 
+def read_classes_file(path: Path) -> dict[str, Any]:
+    """The object a ``classes.json`` holds (``{label column: [class names]}``), read once.
+
+    Raises:
+        ValueError: Not valid JSON, or not an object; the message starts with the file.
+    """
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(names, dict):
+        raise ValueError(f"{path}: expected an object mapping label column -> list of class names")
+    return names
+
+
+def apply_classes(task: Task, names: dict[str, Any], path: Path) -> Task:
+    """``task`` with the class names of the ``classes.json`` at ``path`` (``names``: its content).
+
+    Raises:
+        ValueError: A head's entry is not a non-empty list of strings, or a key is no task's label column; the
+            message starts with the file.
+    """
+    heads = []
+    for h in task.heads:
+        override = names.get(h.column)
+        if override is None:
+            heads.append(h)
+            continue
+        if not isinstance(override, list) or not override or not all(isinstance(n, str) for n in override):
+            raise ValueError(f"{path}: {h.column!r} must be a non-empty list of class-name strings")
+        heads.append(replace(h, class_names=tuple(override)))
+    known = list(dict.fromkeys(c for t in (*TASKS.values(), task) for c in t.label_columns))
+    unknown = [k for k in names if k not in known]
+    if unknown:
+        raise ValueError(f"{path}: unknown label column(s) {unknown}; expected some of {known}")
+    columns = tuple(h.column for h in task.heads if h.column in names)
+    return replace(task, heads=tuple(heads), classes_file=str(path), classes_columns=columns)
+
+
 def get_task(task: str | Task, data_root: str | Path | None = None) -> Task:
     """Return the task description, with class names from ``classes.json`` when the data root has one.
+
+    The file is read once per task: a task that already carries it (:attr:`Task.classes_file`) is returned as is.
 
     Args:
         task: ``"st1"``, ``"st2"`` or a :class:`Task` (returned as is, after applying ``classes.json``).
@@ -166,7 +213,7 @@ def get_task(task: str | Task, data_root: str | Path | None = None) -> Task:
 
     Raises:
         KeyError: Unknown task name.
-        ValueError: ``classes.json`` is malformed.
+        ValueError: ``classes.json`` is malformed or names a label column no task has.
     """
     if isinstance(task, Task):
         base = task
@@ -176,21 +223,6 @@ def get_task(task: str | Task, data_root: str | Path | None = None) -> Task:
             raise KeyError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
         base = TASKS[key]
     path = find_classes_file(data_root)
-    if path is None:
+    if path is None or base.classes_file == str(path):
         return base
-    try:
-        names = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(names, dict):
-        raise ValueError(f"{path}: expected an object mapping label column -> list of class names")
-    heads = []
-    for h in base.heads:
-        override = names.get(h.column)
-        if override is None:
-            heads.append(h)
-            continue
-        if not isinstance(override, list) or not override or not all(isinstance(n, str) for n in override):
-            raise ValueError(f"{path}: {h.column!r} must be a non-empty list of class-name strings")
-        heads.append(replace(h, class_names=tuple(override)))
-    return replace(base, heads=tuple(heads))
+    return apply_classes(base, read_classes_file(path), path)

@@ -45,7 +45,7 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ``FH_TEST_DEMO_ROOT`` names a folder to make it in once and reuse while its manifest matches (``make
     mutation`` runs one pytest session per mutant); the tests only read it and write beside it.
     """
-    from fh_utils.data.demo import ensure_demo_dataset, generate_demo_dataset
+    from fh_utils.prep.demo import ensure_demo_dataset, generate_demo_dataset
 
     if os.environ.get("FH_TEST_DEMO_ROOT"):
         return ensure_demo_dataset(os.environ["FH_TEST_DEMO_ROOT"], seed=0, scale=TEST_DEMO_SCALE, progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import zlib
 from pathlib import Path
@@ -13,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fh_utils.data import background as bg
 from fh_utils.data.images import load_image
+from fh_utils.prep import background as bg
+from fh_utils.prep.background import rembg as bg_rembg  # its module state: the session cache
 
 ST1_COLUMNS = [
     "image_name",
@@ -181,7 +183,7 @@ def test_remove_background_fills_background():
 
 
 def test_rembg_without_model_fails_clearly_and_auto_falls_back(tmp_path):
-    home = Path(bg.os.environ["U2NET_HOME"])
+    home = Path(os.environ["U2NET_HOME"])
     assert bg.rembg_model_path("u2net") == home / "u2net.onnx"
     assert not bg.rembg_available("u2net")
     img, _, box = synthetic_photo(seed=8)
@@ -210,11 +212,11 @@ def test_rembg_model_path_follows_rembg_rules(tmp_path, monkeypatch, env):
     elif env == "rembg_home":
         monkeypatch.setenv("REMBG_HOME", str(tmp_path / "rembg"))
     from rembg.sessions.u2net import U2netSession as session_cls  # rembg is a hard dependency: no skip
-    assert bg._rembg_candidates("u2net") == [
+    assert bg_rembg._rembg_candidates("u2net") == [
         Path(session_cls.model_dir()) / "u2net.onnx",
         Path(session_cls.legacy_home()) / "u2net.onnx",
     ]
-    for place in bg._rembg_candidates("u2net"):
+    for place in bg_rembg._rembg_candidates("u2net"):
         place.parent.mkdir(parents=True, exist_ok=True)
         place.write_bytes(b"not really a model")
         assert bg.rembg_available("u2net")
@@ -262,8 +264,8 @@ def test_rembg_with_model_on_disk_never_downloads(tmp_path, monkeypatch):
         raise AssertionError("rembg tried to download a model")
 
     monkeypatch.setattr(pooch, "retrieve", no_download)
-    monkeypatch.setattr(bg, "_REMBG_SESSIONS", {})
-    home = Path(bg.os.environ["U2NET_HOME"])
+    monkeypatch.setattr(bg_rembg, "_REMBG_SESSIONS", {})  # the cache _rembg_session reads
+    home = Path(os.environ["U2NET_HOME"])
     (home / "u2net.onnx").write_bytes(tiny_u2net_onnx())
     assert bg.rembg_available("u2net") and bg.resolve_method("auto") == "rembg"
     img, _, box = synthetic_photo(seed=9)
@@ -272,7 +274,7 @@ def test_rembg_with_model_on_disk_never_downloads(tmp_path, monkeypatch):
     assert mask.shape == img.shape[:2] and mask.dtype == np.uint8
     assert mask[:90].mean() > mask[110:].mean(), "the fake model's saliency is the brightness"
     out, mask2 = bg.remove_background(img, box, method="auto")
-    assert np.array_equal(mask, mask2) and len(bg._REMBG_SESSIONS) == 1, "one cached session"
+    assert np.array_equal(mask, mask2) and len(bg_rembg._REMBG_SESSIONS) == 1, "one cached session"
     root = make_root(tmp_path, {"val": NAMES["val"][:1]})
     result = bg.create_nobg_tree(root, tmp_path / "out", workers=1, progress=False)
     assert result["method"] == "rembg" and result["n_done_now"] == 1

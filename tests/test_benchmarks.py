@@ -77,7 +77,7 @@ def test_gpu_sampler_averages_the_samples_of_a_window():
 
 def test_loader_scaling_reports_rates_and_the_worker_rule(demo_root, tmp_path):
     from benchmarks import loader_throughput
-    from fh_utils.workbook.workflow import workers_to_keep_up
+    from fh_utils.data.workers import workers_to_keep_up
 
     figures = loader_throughput.main(["--scaling", "--data-root", str(demo_root), "--workers", "0", "1", "--sizes",
                                       "32", "--limit", "48", "--batch-size", "16", "--epochs", "1", "--cache-dir",

@@ -112,7 +112,7 @@ def _tiny_notebook(path: Path) -> Path:
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Tiny\nA stand-in for a training notebook."),
         params,
-        nbformat.v4.new_code_cell("from fh_utils.workbook.notebooks import check_injected_parameters\n\n"
+        nbformat.v4.new_code_cell("from fh_utils.runner.notebooks import check_injected_parameters\n\n"
                                   "check_injected_parameters()"),  # fmt: skip
         nbformat.v4.new_markdown_cell("## Train"),
         nbformat.v4.new_code_cell("for e in range(1, epochs + 1):\n"

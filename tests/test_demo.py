@@ -17,15 +17,17 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fh_utils.data import demo
-from fh_utils.data.demo import (
+from fh_utils.data.images import crop_box, image_size, load_image
+from fh_utils.prep.demo import (
     DEMO_MANIFEST,
+    DEMO_VERSION,
     demo_palette,
     ensure_demo_dataset,
     generate_demo_dataset,
     render_image,
 )
-from fh_utils.data.images import crop_box, image_size, load_image
+from fh_utils.prep.demo import dataset as demo_dataset
+from fh_utils.prep.demo import plan as demo_plan
 from fh_utils.tasks import COLOR, REAL_TRAIN_COUNTS, ST1, ST2
 
 FOLDERS = {
@@ -114,7 +116,7 @@ def test_manifest_says_synthetic_and_matches_the_csvs(demo_root: Path):
     manifest = json.loads((demo_root / DEMO_MANIFEST).read_text())
     assert manifest["synthetic"] is True and "synthetic" in manifest["note"].lower()
     assert (manifest["seed"], manifest["scale"], manifest["size_range"]) == (0, 0.1, [400, 900])
-    assert manifest["version"] == demo.DEMO_VERSION
+    assert manifest["version"] == DEMO_VERSION
     assert manifest["counts"]["st1_train_rows"] == len(read(demo_root, ST1, "train"))
     assert manifest["counts"]["st2_val_rows"] == len(read(demo_root, ST2, "val"))
     assert not any(k in json.dumps(manifest).lower() for k in ("time", "date"))  # no timestamps: reproducible
@@ -176,11 +178,11 @@ def test_class_frequencies_follow_the_real_imbalance(demo_root: Path):
 
 
 def test_row_counts_scale_and_keep_one_per_class():
-    plans = demo._plans(seed=0, scale=1.0)
+    plans = demo_plan.make_plans(seed=0, scale=1.0)
     assert len(plans["train"]["st1"]) == 1500 and len(plans["train"]["st2"]) == 1500
     assert len(plans["val"]["st1"]) == 400 and len(plans["val"]["st2"]) == 18 * 22
     for scale in (0.05, 0.001):
-        plans = demo._plans(seed=0, scale=scale)
+        plans = demo_plan.make_plans(seed=0, scale=scale)
         for split in ("train", "val"):
             plan = plans[split]
             for head in ST1.heads:
@@ -231,7 +233,7 @@ def test_interrupted_generation_leaves_no_partial_tree(tmp_path: Path, monkeypat
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo, "_write_csvs", boom)
+    monkeypatch.setattr(demo_dataset, "write_csvs", boom)  # the name generate_demo_dataset calls
     with pytest.raises(KeyboardInterrupt):
         generate_demo_dataset(root, seed=1, overwrite=True, workers=1, **TINY)
     with pytest.raises(KeyboardInterrupt):

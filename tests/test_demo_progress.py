@@ -14,8 +14,10 @@ import nbformat
 import pytest
 import yaml
 
-from fh_utils.workbook.notebooks import IPCKernelManager, run_demo, run_notebook
-from fh_utils.workbook.progress import NotebookProgress, format_seconds
+from fh_utils.paths import notebooks_dir
+from fh_utils.runner.demo import run_demo
+from fh_utils.runner.notebooks import IPCKernelManager, run_notebook
+from fh_utils.runner.progress import NotebookProgress, format_seconds
 
 TCP_WARNING = "without encryption"
 ELAPSED = r"\d+:\d\d"
@@ -104,12 +106,10 @@ def test_quiet_run_notebook_prints_nothing_and_no_kernel_warning(tmp_path, capfd
 
 @pytest.mark.slow
 def test_training_notebook_streams_its_epoch_lines(demo_root, tmp_path, capfd):
-    from fh_utils.workbook.notebooks import NOTEBOOKS_DIR
-
     params = {"data_root": str(demo_root), "run_name": "progress-st1", "backbone": "mobilenetv4_conv_small",
               "pretrained": False, "img_size": 32, "epochs": 2, "batch_size": 32, "device": "cpu", "num_workers": 0,
               "cache": False}
-    run_notebook(NOTEBOOKS_DIR / "03_train_st1.ipynb", tmp_path / "03.ipynb", params, html=False, progress=True)
+    run_notebook(notebooks_dir() / "03_train_st1.ipynb", tmp_path / "03.ipynb", params, html=False, progress=True)
     out, err = capfd.readouterr()
     assert re.search(rf"^\s+{ELAPSED}  cell\s+\d+/\d+  Train$", out, re.M), out
     epochs = re.findall(r"\| epoch (\d)/2 loss [\d.]+ val_loss [\d.]+ score [\d.]+", out)

@@ -11,7 +11,8 @@ from fh_utils.runs import read_json
 from fh_utils.tasks import get_task
 from fh_utils.training.config import TrainConfig
 from fh_utils.training.distill import DistillationLoss, build_teacher
-from fh_utils.training.engine import MultiHeadLoss, fit, seed_everything
+from fh_utils.training.engine import fit, seed_everything
+from fh_utils.training.losses import MultiHeadLoss
 
 LIMIT = 96  # rows per split: enough for a few batches, small enough for the default test run
 TIMING = ["seconds", "train_img_per_s"]

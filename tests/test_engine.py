@@ -10,15 +10,8 @@ from fh_utils.models.factory import create_model, load_model
 from fh_utils.runs import create_run_dir, read_json
 from fh_utils.tasks import get_task
 from fh_utils.training.config import TrainConfig
-from fh_utils.training.engine import (
-    MultiHeadLoss,
-    class_priors,
-    evaluate,
-    fit,
-    logit_adjusted_loss,
-    predict,
-    seed_everything,
-)
+from fh_utils.training.engine import evaluate, fit, predict, seed_everything
+from fh_utils.training.losses import MultiHeadLoss, class_priors, logit_adjusted_loss
 
 TIMING = ["seconds", "train_img_per_s"]
 LIMIT = 96  # rows per split: 6 steps an epoch
@@ -37,11 +30,11 @@ def test_logit_adjusted_loss_matches_a_hand_computation():
     prior = torch.tensor([0.5, 0.3, 0.2])
     adjusted = [1 + math.log(0.5), 2 + math.log(0.3), 3 + math.log(0.2)]
     expected = -(adjusted[0] - math.log(sum(math.exp(a) for a in adjusted)))
-    got = logit_adjusted_loss(logits, torch.tensor([0]), prior, tau=1.0)
+    got = logit_adjusted_loss(logits, torch.tensor([0]), prior.log(), tau=1.0)
     assert got.item() == pytest.approx(expected, rel=1e-6)
     # tau = 0 is plain cross-entropy
     plain = torch.nn.functional.cross_entropy(logits, torch.tensor([0]))
-    assert logit_adjusted_loss(logits, torch.tensor([0]), prior, tau=0.0).item() == pytest.approx(plain.item())
+    assert logit_adjusted_loss(logits, torch.tensor([0]), prior.log(), tau=0.0).item() == pytest.approx(plain.item())
 
 
 def test_run_folder_holds_everything_and_checkpoints_load_weights_only(demo_root, tmp_path):

@@ -290,7 +290,7 @@ def tiny_root(demo_root, tmp_path_factory) -> Path:
 
 
 def test_training_with_use_nobg_reads_the_background_removed_tree(tiny_root, tmp_path):
-    from fh_utils.data.background import create_nobg_tree
+    from fh_utils.prep.background import create_nobg_tree
 
     nobg = tmp_path / "nobg"
     create_nobg_tree(tiny_root, nobg, method="grabcut", work_size=96, workers=1, progress=False)
@@ -349,7 +349,7 @@ def test_cli_nobg_writes_the_mirrored_tree(tiny_root, tmp_path):
 
 @pytest.mark.slow
 def test_make_demo_twice_runs_the_notebooks_again(tmp_path, _outputs_in_tmp):
-    from fh_utils.workbook.notebooks import run_demo
+    from fh_utils.runner.demo import run_demo
 
     spec = tmp_path / "demo.yaml"
     spec.write_text(yaml.safe_dump({

@@ -17,13 +17,8 @@ import torch.nn.functional as F
 
 from fh_utils.tasks import get_task
 from fh_utils.training.config import TrainConfig
-from fh_utils.training.engine import (
-    MultiHeadLoss,
-    _create_scheduler,
-    _step_scheduler,
-    class_priors,
-    logit_adjusted_loss,
-)
+from fh_utils.training.losses import MultiHeadLoss, class_priors, logit_adjusted_loss
+from fh_utils.training.scheduler import create_scheduler, step_scheduler
 
 ST1 = get_task("st1")  # three heads: Daily 6, Gender 5, Embellishment 3
 
@@ -50,12 +45,12 @@ def test_class_priors_are_smoothed_frequencies_per_head_with_absent_classes_kept
 def test_logit_adjusted_loss_is_ce_on_prior_shifted_logits():
     logits, target = torch.randn(9, 4, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 3] * 2 + [1])
     prior = torch.tensor([0.7, 0.2, 0.05, 0.05])
-    got = logit_adjusted_loss(logits, target, prior, tau=0.5, label_smoothing=0.2)
+    got = logit_adjusted_loss(logits, target, prior.log(), tau=0.5, label_smoothing=0.2)
     assert torch.allclose(got, F.cross_entropy(logits + 0.5 * prior.log(), target, label_smoothing=0.2))
-    default = logit_adjusted_loss(logits, target, prior)  # tau 1, no smoothing: the balanced softmax loss
+    default = logit_adjusted_loss(logits, target, prior.log())  # tau 1, no smoothing: the balanced softmax loss
     assert torch.allclose(default, F.cross_entropy(logits + prior.log(), target))
     assert not torch.allclose(default, F.cross_entropy(logits, target))
-    assert logit_adjusted_loss(logits.double(), target, prior).dtype == torch.float64  # the prior follows the logits
+    assert logit_adjusted_loss(logits.double(), target, prior.log()).dtype == torch.float64  # follows the logits
 
 
 def test_multi_head_loss_weights_each_head_and_defaults_to_one():
@@ -79,7 +74,7 @@ def test_multi_head_loss_uses_the_priors_only_for_logit_adjust_at_its_tau():
     adjusted = MultiHeadLoss(ST1, TrainConfig(loss="logit_adjust", logit_adjust_tau=0.7, label_smoothing=0.1,
                                               head_weights={"Gender": 3.0}), priors)  # fmt: skip
     expected = sum((3.0 if h.column == "Gender" else 1.0) * logit_adjusted_loss(
-        outputs[h.column], targets[:, j], priors[h.column], tau=0.7, label_smoothing=0.1)
+        outputs[h.column], targets[:, j], priors[h.column].log(), tau=0.7, label_smoothing=0.1)
         for j, h in enumerate(ST1.heads))  # fmt: skip
     assert torch.allclose(adjusted(outputs, targets), expected)
     # log(prior) as non-persistent buffers: moved by .to(), never saved into a checkpoint.
@@ -98,13 +93,13 @@ def test_multi_head_loss_computes_in_float32_from_half_precision_outputs():
 def _lrs(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
     """The learning rate of every step of ``cfg.epochs`` epochs, stepped as ``fit`` steps it."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = _create_scheduler(opt, cfg, steps_per_epoch)
+    sched = create_scheduler(opt, cfg, steps_per_epoch)
     lrs = []
     for epoch in range(cfg.epochs):
         for i in range(steps_per_epoch):
             lrs.append(opt.param_groups[0]["lr"])
             opt.step()
-            _step_scheduler(sched, cfg, epoch, i, steps_per_epoch)
+            step_scheduler(sched, cfg, epoch, i, steps_per_epoch)
     return lrs
 
 
@@ -121,17 +116,17 @@ def test_warmup_cosine_warms_up_linearly_then_decays_to_the_floor():
 def test_warmup_cosine_without_warmup_and_its_floor_once_done():
     cfg = TrainConfig(scheduler="warmup_cosine", epochs=1, lr=0.2, min_lr=0.02, warmup_epochs=0)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = _create_scheduler(opt, cfg, steps_per_epoch=5)
+    sched = create_scheduler(opt, cfg, steps_per_epoch=5)
     factor = sched.lr_lambdas[0]
     assert factor(0) == pytest.approx(1.0) and factor(5) == pytest.approx(0.1) and factor(50) == pytest.approx(0.1)
     assert factor(1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 5)))
     # Warm-up as long as the run: the cosine part divides by max(1, 0), not by zero.
-    whole = _create_scheduler(opt, TrainConfig(scheduler="warmup_cosine", epochs=2, lr=0.2, min_lr=0.02,
+    whole = create_scheduler(opt, TrainConfig(scheduler="warmup_cosine", epochs=2, lr=0.2, min_lr=0.02,
                                                warmup_epochs=2), steps_per_epoch=3).lr_lambdas[0]  # fmt: skip
     assert [whole(s) for s in range(6)] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])
     assert whole(6) == pytest.approx(1.0) and whole(7) == pytest.approx(0.1)
     # A run of zero steps still makes a schedule (total is at least one step).
-    empty = _create_scheduler(opt, TrainConfig(scheduler="warmup_cosine", epochs=0, lr=0.2, min_lr=0.02,
+    empty = create_scheduler(opt, TrainConfig(scheduler="warmup_cosine", epochs=0, lr=0.2, min_lr=0.02,
                                                warmup_epochs=0), steps_per_epoch=3).lr_lambdas[0]  # fmt: skip
     assert empty(0) == pytest.approx(1.0) and empty(1) == pytest.approx(0.1)
 
@@ -153,14 +148,14 @@ def test_cosine_restarts_steps_in_fractional_epochs_with_its_cycle_settings():
     expected = [closed_form(s / 4) for s in range(16)]
     assert lrs == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert lrs[4] == pytest.approx(0.1) and lrs[12] == pytest.approx(0.1)  # restarts after epochs 1 and 3
-    sched = _create_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), cfg, 4)
+    sched = create_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), cfg, 4)
     assert (sched.T_0, sched.T_mult, sched.eta_min) == (1, 2, 0.001)
 
 
 def test_logit_adjusted_loss_moves_the_prior_to_the_logits_device():
     # A CPU prior with logits elsewhere (the meta device stands in for a GPU): the prior follows the logits.
     logits, target = torch.randn(3, 4, device="meta"), torch.zeros(3, dtype=torch.long, device="meta")
-    assert logit_adjusted_loss(logits, target, torch.full((4,), 0.25)).device.type == "meta"
+    assert logit_adjusted_loss(logits, target, torch.full((4,), 0.25).log()).device.type == "meta"
 
 
 def test_the_logged_train_loss_and_top1_are_row_weighted_means_over_an_uneven_last_batch(tmp_path, monkeypatch):

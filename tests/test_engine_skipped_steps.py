@@ -18,6 +18,7 @@ from fh_utils.models.factory import create_model
 from fh_utils.training import engine
 from fh_utils.training.config import TrainConfig
 from fh_utils.training.engine import fit, seed_everything
+from fh_utils.training.scheduler import create_scheduler
 
 SCHEDULER_WARNING = "lr_scheduler.step()"
 
@@ -41,8 +42,8 @@ def test_a_skipped_fp16_step_does_not_step_the_schedule_and_warns_nothing(demo_r
     monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=2.0**40,
                                                                    backoff_factor=2.0**-30))  # fmt: skip
     counters = []
-    counter_class = engine._UpdateCounter
-    monkeypatch.setattr(engine, "_UpdateCounter", lambda opt: counters.append(counter_class(opt)) or counters[-1])
+    counter_class = engine.UpdateCounter  # the name engine._setup reads
+    monkeypatch.setattr(engine, "UpdateCounter", lambda opt: counters.append(counter_class(opt)) or counters[-1])
     cfg = dict(epochs=2, lr=2e-3, scheduler="warmup_cosine", warmup_epochs=0.5, seed=3, device=device, threads=1,
                amp="fp16")  # fmt: skip
     seed_everything(3)
@@ -56,6 +57,6 @@ def test_a_skipped_fp16_step_does_not_step_the_schedule_and_warns_nothing(demo_r
     assert last["scheduler"]["last_epoch"] == 3, "one scheduler step per update"
     assert last["scaler"]["scale"] == 2.0**10
     # The schedule as test_engine_losses computes it, counted in updates: epoch 1 ends after 1, epoch 2 after 3.
-    factor = engine._create_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-3),
-                                      TrainConfig(**cfg), steps_per_epoch=2).lr_lambdas[0]  # fmt: skip
+    factor = create_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-3),
+                              TrainConfig(**cfg), steps_per_epoch=2).lr_lambdas[0]  # fmt: skip
     assert result.history["lr"].tolist() == pytest.approx([2e-3 * factor(1), 2e-3 * factor(3)], rel=1e-12)

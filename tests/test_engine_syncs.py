@@ -15,7 +15,8 @@ import fh_utils
 from fh_utils.data.datasets import create_loaders
 from fh_utils.models.factory import create_model
 from fh_utils.training import engine
-from fh_utils.training.engine import class_priors, fit, seed_everything
+from fh_utils.training.engine import fit, seed_everything
+from fh_utils.training.losses import MultiHeadLoss, class_priors
 
 PACKAGE = str(Path(fh_utils.__file__).parent)
 READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "__index__", "__format__", "__repr__")
@@ -95,7 +96,7 @@ def test_the_logit_adjusted_loss_keeps_its_log_priors_as_buffers_that_follow_the
 
     task = get_task("st1")
     priors = {h.column: torch.full((h.num_classes,), 1.0 / h.num_classes) for h in task.heads}
-    criterion = engine.MultiHeadLoss(task, TrainConfig(loss="logit_adjust"), priors)
+    criterion = MultiHeadLoss(task, TrainConfig(loss="logit_adjust"), priors)
     buffers = dict(criterion.named_buffers())
     assert len(buffers) == len(task.heads) and not criterion.state_dict()  # not saved anywhere
     for j, h in enumerate(task.heads):

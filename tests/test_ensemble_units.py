@@ -22,8 +22,6 @@ import torch
 from fh_utils.io import read_json, write_json
 from fh_utils.models import ensemble
 from fh_utils.models.ensemble import (
-    ENSEMBLE_FILE,
-    MANIFEST_FILE,
     Member,
     average_probabilities,
     build_ensemble,
@@ -35,6 +33,7 @@ from fh_utils.models.ensemble import (
     save_ensemble,
 )
 from fh_utils.models.factory import RulesError, create_model, state_dict_size_mb
+from fh_utils.runs import ENSEMBLE_FILE, MANIFEST_FILE
 from fh_utils.tasks import Rules, get_task
 
 IMG = 16  # ColorNet runs at any size; 16 px keeps every forward pass a few milliseconds

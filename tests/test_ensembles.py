@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from fh_utils.inference.predictor import load_members
 from fh_utils.io import read_json, write_json
 from fh_utils.models.ensemble import Member, build_ensemble, check_budget, load_ensemble
 from fh_utils.models.factory import RulesError, create_model
+from fh_utils.runs import resolve_run_dirs
 from fh_utils.tasks import get_task
 from fh_utils.workbook import submission
 
@@ -48,7 +50,7 @@ def test_an_st2_ensemble_of_two_runs_predicts_and_is_saved_with_its_manifest(two
     assert [m["img_size"] for m in manifest["members"]] == [32, 40]
     result = submission.predict_submission(setup, batch_size=16, progress=False)
     metrics = submission.finish_submission(setup, result)
-    sizes = [submission.size_report(submission.load_members(r / "best.pt")[0].model, result.task)["size_mb"]
+    sizes = [submission.size_report(load_members(r / "best.pt")[0].model, result.task)["size_mb"]
              for r in two_runs]  # fmt: skip
     assert metrics["members"] == 2 and metrics["size_mb"] == pytest.approx(sum(sizes), abs=2e-3)
     assert manifest["size_mb"] == pytest.approx(sum(sizes), abs=2e-3)
@@ -77,7 +79,7 @@ def test_weights_and_a_top_k_json(two_runs, demo_root, tmp_path):
     p = res.member_probabilities
     assert np.allclose(res.probabilities["Color"], 0.75 * p[0]["Color"] + 0.25 * p[1]["Color"])
     write_json(top_k, [{"run_dir": str(r)} for r in two_runs])
-    assert submission.resolve_run_dirs(str(top_k)) == two_runs
+    assert resolve_run_dirs(str(top_k)) == two_runs
     with pytest.raises(ValueError, match="weights"):
         submission.prepare_submission(str(top_k), data_root=str(demo_root), weights="1")
 

@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from fh_utils.io import read_json
-from fh_utils.models.export import INT8_FILE, export_int8, load_int8, quantize_int8
+from fh_utils.models.export import export_int8, load_int8, quantize_int8
 from fh_utils.models.factory import create_model, state_dict_size_mb
+from fh_utils.runs import INT8_FILE
 from fh_utils.workbook import submission
 
 

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from fh_utils.io import read_json, write_json
-from fh_utils.models.export import INT8_FILE, INT8_KIND, export_int8, load_int8, quantizable_linears, quantize_int8
+from fh_utils.models.export import INT8_KIND, export_int8, load_int8, quantizable_linears, quantize_int8
 from fh_utils.models.factory import create_model, load_model, state_dict_size_mb
+from fh_utils.runs import INT8_FILE
 
 IMG = 16  # ColorNet runs at any size; 16 px keeps every forward pass a few milliseconds
 DYNAMIC_LINEAR = torch.ao.nn.quantized.dynamic.Linear

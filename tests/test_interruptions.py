@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fh_utils.data.background import MANIFEST_NAME, TMP_SUFFIX, create_nobg_tree
 from fh_utils.data.images import load_image
+from fh_utils.io import TMP_SUFFIX
+from fh_utils.prep.background import MANIFEST_NAME, create_nobg_tree
 
 REPO = Path(__file__).resolve().parent.parent
 BOX_COLUMNS = ["BBox_xmin", "BBox_ymin", "BBox_xmax", "BBox_ymax"]
@@ -100,7 +101,7 @@ def test_background_removal_killed_then_resumed(tmp_path):
     root = _make_data_root(tmp_path, n)
     out = tmp_path / "nobg"
     code = (
-        "from fh_utils.data.background import create_nobg_tree; "
+        "from fh_utils.prep.background import create_nobg_tree; "
         f"create_nobg_tree({str(root)!r}, {str(out)!r}, method='grabcut', workers=1, progress=False)"
     )
     proc = _start_python(code)
@@ -209,7 +210,7 @@ def test_a_failing_notebook_run_keeps_the_executed_notebook_with_the_error(tmp_p
     import papermill as pm
     import pytest
 
-    from fh_utils.workbook.notebooks import run_notebook
+    from fh_utils.runner.notebooks import run_notebook
 
     nb = _sleepy_notebook(tmp_path / "fails.ipynb", fail=True)
     out = tmp_path / "runs" / "r1" / "fails.ipynb"
@@ -224,7 +225,7 @@ def test_a_killed_notebook_run_keeps_the_executed_notebook(tmp_path):
     nb = _sleepy_notebook(tmp_path / "sleepy.ipynb", fail=False)
     out = tmp_path / "runs" / "r2" / "sleepy.ipynb"
     proc = _start_python(
-        "from fh_utils.workbook.notebooks import run_notebook; "
+        "from fh_utils.runner.notebooks import run_notebook; "
         f"run_notebook({str(nb)!r}, {str(out)!r}, {{'seconds': 60}})"
     )
     _kill_when(proc, lambda: out.exists() and "first cell done" in out.read_text(), timeout=120)
@@ -239,7 +240,7 @@ def test_demo_run_twice_reuses_the_demo_data(tmp_path):
 
     import yaml
 
-    from fh_utils.workbook.notebooks import run_demo
+    from fh_utils.runner.demo import run_demo
 
     spec = tmp_path / "demo.yaml"
     spec.write_text(yaml.safe_dump({"data_root": str(tmp_path / "demo"), "demo_data": {"seed": 0, "scale": 0.05},

@@ -65,3 +65,14 @@ def test_an_unknown_name_or_a_bad_score_names_what_is_wrong(tmp_path):
         record_leaderboard("st2-z", 0.5, path)
     with pytest.raises(LedgerError, match="between 0 and 1"):
         record_leaderboard("st2-a", 63.4, path)
+
+
+def test_the_command_records_a_leaderboard_score_and_names_a_wrong_name(tmp_path, monkeypatch, capsys):
+    from fh_utils.__main__ import main
+
+    monkeypatch.setenv("FH_OUTPUTS", str(tmp_path))
+    append_submission(_row("st2-a"), tmp_path / "ledger.csv")
+    assert main(["ledger", "st2-a", "0.634"]) == 0
+    assert read_ledger(tmp_path / "ledger.csv")["leaderboard"].tolist() == [pytest.approx(0.634)]
+    assert main(["ledger", "st2-b", "0.5"]) == 2
+    assert "no submission named 'st2-b'" in capsys.readouterr().err

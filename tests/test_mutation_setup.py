@@ -29,7 +29,8 @@ def test_every_core_module_is_mutated_against_tests_that_exist(mutation):
     assert set(mutation.MODULES) == {
         "fh_utils/data/folds.py", "fh_utils/data/datasets.py", "fh_utils/data/cache.py", "fh_utils/data/reader.py",
         "fh_utils/models/ensemble.py", "fh_utils/models/export.py", "fh_utils/training/tta.py",
-        "fh_utils/training/metrics.py", "fh_utils/training/distill.py", "fh_utils/training/engine.py",
+        "fh_utils/training/metrics.py", "fh_utils/training/distill.py", "fh_utils/training/losses.py",
+        "fh_utils/training/scheduler.py",
     }  # fmt: skip
     assert len({mutation.slug(m) for m in mutation.MODULES}) == len(mutation.MODULES)
     for module, (tests, _, sample) in mutation.MODULES.items():
@@ -44,14 +45,17 @@ def test_every_core_module_is_mutated_against_tests_that_exist(mutation):
                 assert name in functions, test
 
 
-def test_engine_globs_name_functions_of_the_engine(mutation):
-    source = (ROOT / "fh_utils" / "training" / "engine.py").read_text()
-    for glob in mutation.ENGINE_LOSS_AND_SCHEDULE:
-        name = glob.removeprefix("fh_utils.training.engine.").removesuffix("__mutmut_*")
-        if name.startswith("xǁ"):
-            assert re.search(rf"^class {name.split('ǁ')[1]}\b", source, re.M), glob
-        else:
-            assert re.search(rf"^def {name.removeprefix('x_')}\(", source, re.M), glob
+def test_mutant_globs_name_functions_of_their_module(mutation):
+    for module, (_, globs, _) in mutation.MODULES.items():
+        source = (ROOT / module).read_text()
+        prefix = module.removesuffix(".py").replace("/", ".") + "."
+        for glob in globs or []:
+            assert glob.startswith(prefix), (module, glob)
+            name = glob.removeprefix(prefix).removesuffix("__mutmut_*")
+            if name.startswith("xǁ"):
+                assert re.search(rf"^class {name.split('ǁ')[1]}\b", source, re.M), glob
+            else:
+                assert re.search(rf"^def {name.removeprefix('x_')}\(", source, re.M), glob
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib")

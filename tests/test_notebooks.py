@@ -17,9 +17,8 @@ import nbformat
 import pytest
 import yaml
 
-from fh_utils.paths import PROJECT_ROOT
-from fh_utils.workbook.notebooks import (
-    NOTEBOOKS_DIR,
+from fh_utils.paths import PROJECT_ROOT, notebooks_dir
+from fh_utils.runner.notebooks import (
     UnknownParameterError,
     assigned_names,
     check_injected_parameters,
@@ -28,6 +27,7 @@ from fh_utils.workbook.notebooks import (
     run_notebook,
 )  # fmt: skip
 
+NOTEBOOKS_DIR = notebooks_dir()
 RUNS = yaml.safe_load((Path(__file__).parent / "notebook_overrides.yaml").read_text())["runs"]
 NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 

@@ -2,7 +2,7 @@
 
 Each case packages tiny runs, builds the upload zip with the platform client's own ``aifactory.score.make_zip``,
 unzips it into a fresh folder, lays out the runs' val rows as ``/aif/Dataset`` and runs ``submit()()`` in a fresh
-interpreter (:func:`fh_utils.workbook.packaging.dry_run_submission`). That interpreter cannot import the project
+interpreter (:func:`fh_utils.leaderboard.dry_run.dry_run_submission`). That interpreter cannot import the project
 from anywhere but the unzipped ``fh_utils.zip``: its driver removes the editable install's finder and the
 checkout from ``sys.path`` and asserts ``importlib.util.find_spec("fh_utils") is None`` before the script runs,
 fails if the function imported what the scoring server lacks (scikit-learn, matplotlib, Jupyter, ...), and
@@ -11,6 +11,7 @@ reports the file ``fh_utils`` came from, which the test checks lies inside the u
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,8 +24,13 @@ import pytest
 import torch
 
 from fh_utils.io import read_json, write_json
+from fh_utils.leaderboard.client import client_zip_listing
+from fh_utils.leaderboard.dry_run import dry_run_submission, layout_test_set
+from fh_utils.leaderboard.package import package_submission
+from fh_utils.leaderboard.template import notebook_script
 from fh_utils.models.factory import RulesError, create_model
-from fh_utils.workbook import packaging, submission
+from fh_utils.runs import resolve_run_dir, resolve_run_dirs
+from fh_utils.workbook import submission
 
 ROWS = 48  # the runs validate on the first 48 val rows (limit), the dry run predicts the same rows
 
@@ -50,7 +56,7 @@ def runs(demo_root) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def test_set(demo_root, tmp_path_factory) -> Path:
     """The demo val split's first rows laid out as /aif/Dataset (test CSVs of both tasks, test/ images)."""
-    return packaging.layout_test_set(demo_root, tmp_path_factory.mktemp("aif") / "Dataset", limit=ROWS)
+    return layout_test_set(demo_root, tmp_path_factory.mktemp("aif") / "Dataset", limit=ROWS)
 
 
 def _client_zip(folder: Path, tmp_path: Path) -> Path:
@@ -79,7 +85,7 @@ CASES = {
 def test_the_uploaded_zip_predicts_alone_what_notebook_05_predicts(case, runs, test_set, tmp_path):
     names, task = CASES[case]
     run_dir = ",".join(str(runs[n]) for n in names)
-    package = packaging.package_submission(run_dir, out_dir=tmp_path / "submission", model_name=case)
+    package = package_submission(run_dir, out_dir=tmp_path / "submission", model_name=case)
     assert package.task.name == task and package.spec["tta"] == "none"
 
     upload = _client_zip(package.folder, tmp_path)
@@ -95,7 +101,7 @@ def test_the_uploaded_zip_predicts_alone_what_notebook_05_predicts(case, runs, t
     assert "fh_utils/inference/predictor.py" in shipped and "fh_utils/training/tta.py" in shipped
     assert not [n for n in shipped if n.startswith("fh_utils/workbook/")]
 
-    dry = packaging.dry_run_submission(unzipped, test_set)
+    dry = dry_run_submission(unzipped, test_set)
     assert Path(dry.fh_utils_file).resolve().is_relative_to((unzipped / "fh_utils.zip").resolve()), dry.fh_utils_file
     assert not {"sklearn", "matplotlib", "IPython", "optuna"} & set(dry.modules)
 
@@ -116,8 +122,8 @@ def test_the_uploaded_zip_predicts_alone_what_notebook_05_predicts(case, runs, t
 
 def test_the_notebook_itself_dry_runs_with_an_empty_key_and_has_the_template_shape(runs, test_set, tmp_path):
     """``python task.py`` (the script nbconvert makes, run as the main program) with KEY empty: a checked dry run."""
-    package = packaging.package_submission(str(runs["st2"]), out_dir=tmp_path / "sub", key="")
-    script = packaging.notebook_script(package.folder / "task.ipynb")
+    package = package_submission(str(runs["st2"]), out_dir=tmp_path / "sub", key="")
+    script = notebook_script(package.folder / "task.ipynb")
     for needle in ("def etri_task2_submit():", "parse_known_args()", "def submit():\n    return etri_task2_submit",
                    "import aifactory.score as aif", 'aif.submit(model_name=MODEL_NAME, key=KEY, func=submit)',
                    'if __name__ == "__main__":'):  # fmt: skip
@@ -164,17 +170,17 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path):
     out = tmp_path / "subs" / "x"
     st1 = [_fake_run(tmp_path / "a", "st1"), _fake_run(tmp_path / "b", "st1")]
     with pytest.raises(RulesError, match="forbid ensembles"):
-        packaging.package_submission(f"{st1[0]},{st1[1]}", out_dir=out)
+        package_submission(f"{st1[0]},{st1[1]}", out_dir=out)
     big = [_fake_run(tmp_path / f"big{i}", "st2", "mobilenetv4_conv_small") for i in range(3)]
     with pytest.raises(RulesError, match=r"sum to 3\d\.\d\d MB .* over the 25 MB budget"):
-        packaging.package_submission(",".join(map(str, big)), out_dir=out)
+        package_submission(",".join(map(str, big)), out_dir=out)
     empty = tmp_path / "no-best"
     empty.mkdir()
     write_json(empty / "config.json", {"task": {"name": "st2"}})
     with pytest.raises(FileNotFoundError, match="best.pt"):
-        packaging.package_submission(str(empty), out_dir=out)
+        package_submission(str(empty), out_dir=out)
     with pytest.raises(ValueError, match="zip would leave out .*trained"):
-        packaging.package_submission(str(big[0]), out_dir=out, model_dir="trained")
+        package_submission(str(big[0]), out_dir=out, model_dir="trained")
     assert not (tmp_path / "subs").exists() or not any((tmp_path / "subs").iterdir()), "a refusal wrote files"
 
 
@@ -186,7 +192,7 @@ def test_the_client_rule_is_the_clients(tmp_path):
         (tmp_path / "f" / rel).write_text("x")
     with zipfile.ZipFile(_client_zip(tmp_path / "f", tmp_path)) as archive:
         theirs = sorted(archive.namelist())
-    ours, dropped = packaging.client_zip_listing(tmp_path / "f")
+    ours, dropped = client_zip_listing(tmp_path / "f")
     assert ours == theirs == ["model/best.pt", "retrain.txt", "task.ipynb"]
     assert "model/trained/w.pt" in dropped and "deep/strain/x.py" in dropped
 
@@ -202,13 +208,13 @@ def test_run_paths_typed_from_the_repository_root_work_from_notebooks(tmp_path, 
     run = _fake_run(proj / "outputs" / "runs" / "r1", "st2")
     write_json(proj / "outputs" / "top_k.json", {"runs": ["runs/r1"]})
     monkeypatch.chdir(proj / "notebooks")
-    assert submission.resolve_run_dir("outputs/runs/r1") == run.resolve()
+    assert resolve_run_dir("outputs/runs/r1") == run.resolve()
     assert workflow.resolve_teacher("outputs/runs/r1") == [str(run.resolve())]
-    assert submission.resolve_run_dirs("outputs/top_k.json") == [run.resolve()]
-    assert submission.resolve_run_dir(str(run)) == run.resolve()  # absolute
-    assert submission.resolve_run_dir("../outputs/runs/r1") == run.resolve()  # relative to the working directory
+    assert resolve_run_dirs("outputs/top_k.json") == [run.resolve()]
+    assert resolve_run_dir(str(run)) == run.resolve()  # absolute
+    assert resolve_run_dir("../outputs/runs/r1") == run.resolve()  # relative to the working directory
     with pytest.raises(FileNotFoundError, match=r"looked in .*notebooks/outputs/runs/nope, .*proj/outputs/runs/nope"):
-        submission.resolve_run_dir("outputs/runs/nope")
+        resolve_run_dir("outputs/runs/nope")
 
 
 def test_the_command_line_packages_a_run(runs, tmp_path, capsys):
@@ -219,7 +225,23 @@ def test_the_command_line_packages_a_run(runs, tmp_path, capsys):
     spec = read_json(tmp_path / "cli" / "model" / "submission.json")
     assert spec["task"] == "st1" and spec["model_name"] == "cli" and spec["kind"] == "run"
     assert "upload     fh_utils.zip, model/best.pt, model/config.json, model/submission.json, task.ipynb" in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )
+
+
+def test_the_spec_and_the_ledger_name_runs_never_local_paths_and_carry_the_honest_estimate(runs, tmp_path):
+    from fh_utils.ledger import read_ledger
+
+    package = package_submission(runs["st2"], out_dir=tmp_path / "sub", name="ledger-st2")
+    text = (package.folder / "model" / "submission.json").read_text()
+    assert str(runs["st2"]) not in text and str(tmp_path) not in text, "no absolute local path in the upload"
+    spec = json.loads(text)
+    assert spec["source"] == ["pkg-st2"] and [m["run"] for m in spec["members"]] == ["pkg-st2"]
+    metrics = read_json(runs["st2"] / "metrics.json")
+    assert spec["estimate"] == metrics["estimates"]["estimate"] and spec["estimate"]["rule"] == "best"
+    row = read_ledger().set_index("name").loc["ledger-st2"]
+    assert row["members"] == "pkg-st2" and row["estimate"] == pytest.approx(spec["estimate"]["score"])
+    assert row["best_epoch_score"] == pytest.approx(spec["validated_score"]) and pd.isna(row["leaderboard"])
 
 
 def test_the_packaged_function_predicts_with_the_tta_mode_its_spec_records(test_set, tmp_path, monkeypatch):
@@ -237,7 +259,7 @@ def test_the_packaged_function_predicts_with_the_tta_mode_its_spec_records(test_
     for key in [k for k in state["model"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]:
         state["model"][key] = state["model"][key] + 0.1 * torch.randn(state["model"][key].shape, generator=g)
     torch.save(state, run / "best.pt")
-    package = packaging.package_submission(str(run), out_dir=tmp_path / "sub", tta="hflip")
+    package = package_submission(str(run), out_dir=tmp_path / "sub", tta="hflip")
     assert read_json(package.folder / "model" / "submission.json")["tta"] == "hflip"
 
     csv, images = test_set / "Fashion-How24_sub2_test.csv", test_set / "test"
@@ -273,7 +295,7 @@ def test_the_test_data_folder_is_the_argument_then_the_environment_then_the_serv
 def test_the_spec_records_the_validated_score_of_the_tta_mode_packaged_only(tmp_path):
     run = _fake_run(tmp_path / "r", "st2")
     write_json(run / "metrics.json", {"score": 0.5, "tta": "hflip+crops", "tta_score": 0.6})
-    recorded = {tta: packaging.package_submission(str(run), out_dir=tmp_path / tta, tta=tta).spec["validated_score"]
+    recorded = {tta: package_submission(str(run), out_dir=tmp_path / tta, tta=tta).spec["validated_score"]
                 for tta in ("none", "hflip", "hflip+crops")}  # fmt: skip
     assert recorded == {"none": 0.5, "hflip": None, "hflip+crops": 0.6}
-    assert packaging.package_submission(str(run), out_dir=tmp_path / "default").spec["tta"] == "hflip+crops"
+    assert package_submission(str(run), out_dir=tmp_path / "default").spec["tta"] == "hflip+crops"

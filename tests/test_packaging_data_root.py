@@ -16,7 +16,8 @@ import pytest
 
 from fh_utils.data.reader import DataValidationError
 from fh_utils.io import read_json, write_json
-from fh_utils.workbook import packaging
+from fh_utils.leaderboard.dry_run import DRY_RUN_SETUP_ERRORS, DataRootError, dry_run_data_root, dry_run_on_split
+from fh_utils.leaderboard.package import dry_run_report, package_submission, training_data_roots
 
 ROWS = 48  # the run validates on the first 48 val rows; the dry runs predict the same rows
 ST2_CSVS = ("Fashion-How24_sub2_train.csv", "Fashion-How24_sub2_val.csv")
@@ -60,29 +61,29 @@ def no_default_data(tmp_path, monkeypatch) -> Path:
 
 
 def test_a_run_trained_elsewhere_dry_runs_on_its_data_root_by_default(st2_run, elsewhere, no_default_data, tmp_path):
-    package = packaging.package_submission(str(st2_run), out_dir=tmp_path / "sub")
+    package = package_submission(str(st2_run), out_dir=tmp_path / "sub")
     assert package.data_roots == {str(elsewhere.resolve()): [str(st2_run)]}
     for name in ("model/submission.json", "model/config.json", "task.ipynb"):  # the upload names no data root
         assert "my-data" not in (package.folder / name).read_text(), name
 
-    dry = packaging.dry_run_on_split(package, limit=ROWS)
+    dry = dry_run_on_split(package, limit=ROWS)
     score = read_json(st2_run / "metrics.json")["score"]
     assert dry.score == score == package.spec["validated_score"]
     assert sorted(p.name for p in dry.dataset.glob("*.csv")) == ["Fashion-How24_sub2_test.csv"]  # its task only
-    report = read_json(packaging.dry_run_report(package.folder))
+    report = read_json(dry_run_report(package.folder))
     assert report["data_root"] == str(elsewhere.resolve()) and report["score"] == score
     assert sorted(p.name for p in package.folder.iterdir()) == ["fh_utils.zip", "model", "task.ipynb"]
 
     # The folder given by path: its runs (submission.json's source) still say where they trained.
-    assert packaging.dry_run_data_root(package.folder)[0] == elsewhere.resolve()
+    assert dry_run_data_root(package.folder)[0] == elsewhere.resolve()
 
 
 def test_an_explicit_data_root_wins_and_st2_csvs_alone_dry_run_an_st2_package(st2_run, demo_root, tmp_path):
     st2_only = _data_folder(demo_root, tmp_path / "st2-only", ST2_CSVS)
-    package = packaging.package_submission(str(st2_run), out_dir=tmp_path / "sub")
-    dry = packaging.dry_run_on_split(package, data_root=st2_only, limit=ROWS)
+    package = package_submission(str(st2_run), out_dir=tmp_path / "sub")
+    dry = dry_run_on_split(package, data_root=st2_only, limit=ROWS)
     assert dry.score == read_json(st2_run / "metrics.json")["score"]
-    assert read_json(packaging.dry_run_report(package.folder))["data_root"] == str(st2_only.resolve())
+    assert read_json(dry_run_report(package.folder))["data_root"] == str(st2_only.resolve())
     assert dry.rows == ROWS
 
 
@@ -110,14 +111,14 @@ def _broken(demo_root: Path, folder: Path, case: str) -> tuple[Path, str]:
 @pytest.mark.parametrize("case", ["missing", "no-image_name", "label-not-int"])
 def test_a_missing_or_malformed_csv_names_the_file_and_leaves_the_package(case, st2_run, demo_root, tmp_path):
     csv, expected = _broken(demo_root, tmp_path / "data", case)
-    package = packaging.package_submission(str(st2_run), out_dir=tmp_path / "sub")
+    package = package_submission(str(st2_run), out_dir=tmp_path / "sub")
     with pytest.raises(DataValidationError) as err:
-        packaging.dry_run_on_split(package, data_root=csv.parent, limit=ROWS)
-    assert isinstance(err.value, packaging.DRY_RUN_SETUP_ERRORS)
+        dry_run_on_split(package, data_root=csv.parent, limit=ROWS)
+    assert isinstance(err.value, DRY_RUN_SETUP_ERRORS)
     assert str(csv) in str(err.value) and expected in str(err.value), str(err.value)
     assert sorted(p.as_posix() for p in package.folder.rglob("*") if p.is_file()) == sorted(
         (package.folder / f).as_posix() for f in package.files)  # fmt: skip
-    assert not packaging.dry_run_report(package.folder).exists()
+    assert not dry_run_report(package.folder).exists()
 
 
 def _fake_run(folder: Path, data_root: Path | None) -> Path:
@@ -137,29 +138,29 @@ def _fake_run(folder: Path, data_root: Path | None) -> Path:
 def test_runs_on_different_data_roots_need_one_given(demo_root, no_default_data, tmp_path):
     a, b = tmp_path / "data-a", tmp_path / "data-b"
     runs = [_fake_run(tmp_path / "ra", a), _fake_run(tmp_path / "rb", b)]
-    package = packaging.package_submission(f"{runs[0]},{runs[1]}", out_dir=tmp_path / "sub")
+    package = package_submission(f"{runs[0]},{runs[1]}", out_dir=tmp_path / "sub")
     assert package.data_roots == {str(a): [str(runs[0])], str(b): [str(runs[1])]}
-    with pytest.raises(packaging.DataRootError, match=r"2 data roots:\n  .*data-a: ra\n  .*data-b: rb\npass data_root"):
-        packaging.dry_run_on_split(package)
-    assert packaging.dry_run_data_root(package, demo_root)[0] == demo_root.resolve()  # given: it wins
+    with pytest.raises(DataRootError, match=r"2 data roots:\n  .*data-a: ra\n  .*data-b: rb\npass data_root"):
+        dry_run_on_split(package)
+    assert dry_run_data_root(package, demo_root)[0] == demo_root.resolve()  # given: it wins
 
     # A saved ensemble of them names its members' runs in manifest.json.
     from fh_utils.models.ensemble import build_ensemble, save_ensemble
 
     save_ensemble(build_ensemble(runs, None, enforce_rules=False, size_budget=False), tmp_path / "ens")
-    assert packaging.training_data_roots([tmp_path / "ens"]) == package.data_roots
+    assert training_data_roots([tmp_path / "ens"]) == package.data_roots
 
     # Members agreeing on a data root that has since gone: the error names it and the runs.
     same = [_fake_run(tmp_path / "rc", a), _fake_run(tmp_path / "rd", a)]
-    package = packaging.package_submission(f"{same[0]},{same[1]}", out_dir=tmp_path / "sub2")
+    package = package_submission(f"{same[0]},{same[1]}", out_dir=tmp_path / "sub2")
     with pytest.raises(DataValidationError, match=r"data-a: data root does not exist \(the one rc, rd trained on"):
-        packaging.dry_run_on_split(package)
+        dry_run_on_split(package)
     assert (package.folder / "task.ipynb").is_file()
 
     # No run records a data root: the default one, as before.
     none = _fake_run(tmp_path / "re", None)
-    package = packaging.package_submission(str(none), out_dir=tmp_path / "sub3")
-    assert package.data_roots == {} and packaging.dry_run_data_root(package)[0] == no_default_data.resolve()
+    package = package_submission(str(none), out_dir=tmp_path / "sub3")
+    assert package.data_roots == {} and dry_run_data_root(package)[0] == no_default_data.resolve()
 
 
 def test_the_command_line_reports_a_data_error_without_a_traceback(st2_run, demo_root, tmp_path, capsys):

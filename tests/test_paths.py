@@ -79,8 +79,7 @@ def test_unknown_attribute_is_still_an_error():
 
 def test_a_typed_run_is_looked_up_as_given_then_from_the_root_then_under_outputs_runs(tmp_path, monkeypatch):
     """run_candidates' whole ordered list (duplicates dropped) and resolve_run_dir's miss naming it in that order."""
-    from fh_utils.runs import run_candidates
-    from fh_utils.workbook.submission import resolve_run_dir
+    from fh_utils.runs import resolve_run_dir, run_candidates
 
     proj = tmp_path.resolve() / "proj"
     (proj / "notebooks").mkdir(parents=True)

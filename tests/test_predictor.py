@@ -76,7 +76,7 @@ def test_an_image_that_validates_but_does_not_decode_is_an_error_naming_the_csv_
 
 
 def test_a_folder_s_model_file_is_best_pt_then_ensemble_pt_then_model_int8_pt(tmp_path):
-    from fh_utils.inference.predictor import model_file
+    from fh_utils.runs import model_file
 
     assert model_file(tmp_path) is None
     for name in ("model_int8.pt", "ensemble.pt", "best.pt"):

@@ -50,7 +50,7 @@ def _fill_cache(cache, backbone: str) -> dict[str, torch.Tensor]:
 THIRD_PARTY = "import numpy, pandas, torch, timm, cv2, albumentations, huggingface_hub, sklearn, matplotlib"
 FH_MODULES = ("fh_utils, fh_utils.models.factory, fh_utils.models.pretrained, fh_utils.data.datasets, "
               "fh_utils.training.engine, fh_utils.training.distill, fh_utils.workbook.workflow, "
-              "fh_utils.workbook.notebooks")  # fmt: skip
+              "fh_utils.runner.notebooks, fh_utils.sweeps.trial")  # fmt: skip
 
 
 def _environment_changes(preamble: str, modules: str) -> dict:
@@ -66,7 +66,8 @@ def _environment_changes(preamble: str, modules: str) -> dict:
 
 
 def test_importing_fh_utils_leaves_the_environment_unchanged():
-    assert _environment_changes("", "fh_utils, fh_utils.models, fh_utils.training, fh_utils.workbook") == {}
+    packages = "fh_utils, fh_utils.models, fh_utils.training, fh_utils.workbook, fh_utils.runner, fh_utils.sweeps"
+    assert _environment_changes("", f"{packages}, fh_utils.leaderboard") == {}
     assert _environment_changes(THIRD_PARTY, FH_MODULES) == {}
 
 

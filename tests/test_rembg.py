@@ -20,8 +20,9 @@ import pytest
 import torch
 from torch import nn
 
-from fh_utils.data import background as bg
 from fh_utils.data.images import load_image
+from fh_utils.prep import background as bg
+from fh_utils.prep.background import rembg as bg_rembg  # its module state: the session cache
 
 
 class TinyU2Net(nn.Module):
@@ -80,7 +81,7 @@ def tiny_model(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "u2net_home"
     monkeypatch.setenv("U2NET_HOME", str(home))
     monkeypatch.setattr(pooch, "retrieve", no_download)
-    monkeypatch.setattr(bg, "_REMBG_SESSIONS", {})
+    monkeypatch.setattr(bg_rembg, "_REMBG_SESSIONS", {})  # the cache _rembg_session reads
     return export_tiny_u2net(home / "tiny_u2net.onnx")
 
 
@@ -92,8 +93,8 @@ def test_rembg_custom_session_masks_the_bright_garment(tiny_model):
     assert mask.shape == img.shape[:2] and mask.dtype == np.uint8
     inside, outside = mask[36:84, 26:64], np.concatenate([mask[:20].ravel(), mask[100:].ravel()])
     assert inside.min() > 200 and outside.max() < 40, (inside.min(), outside.max())  # d0, not d1..d6
-    session = next(iter(bg._REMBG_SESSIONS.values()))
-    assert type(session).__name__ == "U2netCustomSession" and len(bg._REMBG_SESSIONS) == 1
+    session = next(iter(bg_rembg._REMBG_SESSIONS.values()))
+    assert type(session).__name__ == "U2netCustomSession" and len(bg_rembg._REMBG_SESSIONS) == 1
 
 
 def test_notebook_02_rembg_path_writes_the_mirrored_tree_from_rembg_s_mask(tiny_model, tmp_path):

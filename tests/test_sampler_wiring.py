@@ -346,7 +346,7 @@ def test_loaders_settings_for_train_and_val(root):
         assert loader.num_workers == 0 and loader.worker_init_fn is None
         assert loader.generator.initial_seed() == 7
         assert loader.pin_memory is torch.cuda.is_available() and loader.persistent_workers is False
-    assert train.dataset.split_record == {"split": "val"} and not hasattr(val.dataset, "split_record")
+    assert train.dataset.split_record == {"split": "val"} and val.dataset.split_record == {}  # a field of each
     asked = create_loaders(root, "st1", img_size=16, batch_size=4, eval_batch_size=5, num_workers=1)
     assert asked["val"].batch_size == 5 and asked["train"].batch_size == 4
     for loader in asked.values():
@@ -414,3 +414,24 @@ def test_loaders_and_datasets_take_the_class_names_of_the_data_root(root):
     for loader in loaders.values():
         assert loader.dataset.task.head("Daily").class_names == ("A", "B", "C", "D", "E")
     assert create_dataset(root, "st1", "val").task.head("Daily").num_classes == 5
+
+
+def test_create_loaders_resolves_the_task_once_and_reads_classes_json_once(root, monkeypatch):
+    import json
+
+    (root / "classes.json").write_text(json.dumps({"Daily": ["A", "B", "C", "D", "E"]}))
+    reads = []
+    read_text = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        if self.name == "classes.json":
+            reads.append(self)
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    for split in ("val", "fold:1/3", "full"):
+        reads.clear()
+        loaders = create_loaders(root, "st1", img_size=16, batch_size=4, split=split, limit=20)
+        assert reads == [root / "classes.json"], split  # was 9 reads (8 for "full") before issue 28
+        tasks = {id(loader.dataset.task) for loader in loaders.values()}
+        assert len(tasks) == 1, "every dataset holds the one resolved task"

@@ -19,9 +19,11 @@ import pytest
 import yaml
 
 from fh_utils.io import read_json
-from fh_utils.workbook.notebooks import NOTEBOOKS_DIR, UnknownParameterError, run_notebook
-from fh_utils.workbook.sweep_spec import load_spec, parse_assignment
-from fh_utils.workbook.sweeps import open_sweep, parse_devices, run_sweep, sweep_trials, worker_env
+from fh_utils.paths import notebooks_dir
+from fh_utils.runner.notebooks import UnknownParameterError, run_notebook
+from fh_utils.sweeps.coordinator import parse_devices, run_sweep, worker_env
+from fh_utils.sweeps.spec import load_spec, parse_assignment
+from fh_utils.sweeps.study import open_sweep, sweep_trials
 
 TRIAL_NB = Path(__file__).parent / "notebooks" / "sweep_trial.ipynb"
 TINY = {"epochs": 1, "img_size": 32, "batch_size": 16, "limit": 40, "lr": 0.002, "device": "cpu", "num_workers": 0,
@@ -86,7 +88,7 @@ def test_two_workers_finish_every_trial_and_the_study_lists_its_run_folders(two_
 
 def test_notebook_06_compares_the_sweep_under_papermill(two_worker_sweep, _outputs_in_tmp):
     out = _outputs_in_tmp / "runs" / "t-compare"
-    run_notebook(NOTEBOOKS_DIR / "06_compare_runs.ipynb", out / "06_compare_runs.ipynb",
+    run_notebook(notebooks_dir() / "06_compare_runs.ipynb", out / "06_compare_runs.ipynb",
                  {"run_name": "t-compare", "sweep": "t-two", "top_k": 3}, html=False)  # fmt: skip
     table = pd.read_csv(out / "runs.csv")
     assert len(table) == 4 and set(table["sweep"]) == {"t-two"}
@@ -176,25 +178,26 @@ def test_a_killed_worker_loses_only_its_trial_and_a_rerun_completes_the_study(de
 def test_epoch_scores_reach_the_study_and_the_median_pruner_stops_a_hopeless_trial(tmp_path, monkeypatch):
     import optuna
 
-    from fh_utils.workbook import sweeps
+    from fh_utils.sweeps import study as sweep_study
+    from fh_utils.sweeps import trial as sweep_trial
 
     url = f"journal://{tmp_path / 'journal.log'}"
-    study = optuna.create_study(study_name="t-prune", storage=sweeps.open_storage(url), direction="maximize")
+    study = optuna.create_study(study_name="t-prune", storage=sweep_study.open_storage(url), direction="maximize")
     for good in (0.8, 0.9):  # two finished trials set the median per epoch
         trial = study.ask()
         for epoch in (1, 2, 3):
             trial.report(good, epoch)
         study.tell(trial, good)
     running = study.ask()
-    monkeypatch.delenv(sweeps.ENV_TRIAL, raising=False)
-    assert sweeps.pruning_callbacks() == [], "outside a sweep: no callback"
-    monkeypatch.setenv(sweeps.ENV_STORAGE, url)
-    monkeypatch.setenv(sweeps.ENV_STUDY, "t-prune")
-    monkeypatch.setenv(sweeps.ENV_TRIAL, str(running._trial_id))
-    monkeypatch.setenv(sweeps.ENV_PRUNER, "none")
-    assert sweeps.pruning_callbacks() == []
-    monkeypatch.setenv(sweeps.ENV_PRUNER, "median")
-    (report,) = sweeps.pruning_callbacks()
+    monkeypatch.delenv(sweep_trial.ENV_TRIAL, raising=False)
+    assert sweep_trial.pruning_callbacks() == [], "outside a sweep: no callback"
+    monkeypatch.setenv(sweep_trial.ENV_STORAGE, url)
+    monkeypatch.setenv(sweep_trial.ENV_STUDY, "t-prune")
+    monkeypatch.setenv(sweep_trial.ENV_TRIAL, str(running._trial_id))
+    monkeypatch.setenv(sweep_trial.ENV_PRUNER, "none")
+    assert sweep_trial.pruning_callbacks() == []
+    monkeypatch.setenv(sweep_trial.ENV_PRUNER, "median")
+    (report,) = sweep_trial.pruning_callbacks()
     report({"epoch": 1, "val_score": 0.1})  # the warm-up epoch is never pruned
     with pytest.raises(optuna.TrialPruned):
         report({"epoch": 2, "val_score": 0.2})  # its best so far is below the median of the finished trials
@@ -204,28 +207,29 @@ def test_epoch_scores_reach_the_study_and_the_median_pruner_stops_a_hopeless_tri
 def test_a_trial_whose_worker_died_is_failed_and_retried_once_with_its_parameters(tmp_path):
     import socket
 
-    from fh_utils.workbook import sweeps
+    from fh_utils.sweeps import study as sweep_study
+    from fh_utils.sweeps import worker as sweep_worker
 
     spec = load_spec({"name": "t-lost", "notebook": str(TRIAL_NB), "grid": {"seed": [0, 1]}})
-    study = sweeps.load_study(spec, f"journal://{tmp_path / 'journal.log'}")
-    sweeps.enqueue_grid(study, spec)
-    assert sweeps.enqueue_grid(study, spec) == 0, "a rerun enqueues nothing twice"
-    trial = sweeps.claim_trial(study, spec)
-    sweeps.suggest(trial, spec)
+    study = sweep_study.load_study(spec, f"journal://{tmp_path / 'journal.log'}")
+    sweep_study.enqueue_grid(study, spec)
+    assert sweep_study.enqueue_grid(study, spec) == 0, "a rerun enqueues nothing twice"
+    trial = sweep_worker.claim_trial(study, spec)
+    sweep_worker.suggest(trial, spec)
     trial.set_user_attr("run_name", "t-lost/t0000")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     beat = {"host": socket.gethostname(), "pid": int(dead.stdout), "time": time.time()}
     study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", beat)
-    other = sweeps.claim_trial(study, spec)  # alive: this process holds it
-    assert sweeps.recover_lost_trials(study) == [0]
-    assert sweeps.recover_lost_trials(study) == [], "recovered once"
+    other = sweep_worker.claim_trial(study, spec)  # alive: this process holds it
+    assert sweep_worker.recover_lost_trials(study) == [0]
+    assert sweep_worker.recover_lost_trials(study) == [], "recovered once"
     trials = sweep_trials(study)
     assert list(trials["state"]) == ["FAIL", "RUNNING", "WAITING"]
     retry = trials.iloc[2]
     assert retry["retry_of"] == 0 and retry["param_seed"] == trials.iloc[0]["param_seed"]
-    claimed = sweeps.claim_trial(study, spec)
-    assert sweeps._trial_run_name(spec, claimed) == ("t-lost/t0000", True), "the retry resumes the lost folder"
-    assert sweeps.claim_trial(study, spec) is None, "grid exhausted: nothing more to start"
+    claimed = sweep_worker.claim_trial(study, spec)
+    assert sweep_worker._trial_run_name(spec, claimed) == ("t-lost/t0000", True), "the retry resumes the lost folder"
+    assert sweep_worker.claim_trial(study, spec) is None, "grid exhausted: nothing more to start"
     assert other.number == 1
 
 
@@ -255,11 +259,12 @@ def test_a_running_worker_retries_a_trial_lost_while_it_ran_its_own_before_it_st
 
     import optuna
 
-    from fh_utils.workbook import sweeps
+    from fh_utils.sweeps import study as sweep_study
+    from fh_utils.sweeps import worker as sweep_worker
 
     spec = load_spec({"name": "t-relost", "notebook": str(TRIAL_NB), "grid": {"seed": [0, 1]}})
     url = f"journal://{tmp_path / 'journal.log'}"
-    sweeps.enqueue_grid(sweeps.load_study(spec, url), spec)
+    sweep_study.enqueue_grid(sweep_study.load_study(spec, url), spec)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     ran = []
@@ -267,32 +272,47 @@ def test_a_running_worker_retries_a_trial_lost_while_it_ran_its_own_before_it_st
     def notebook(nb, output, params, timeout=None):
         ran.append((Path(output).relative_to(Path(os.environ["FH_OUTPUTS"]) / "runs").as_posix(), dict(params)))
         if len(ran) == 1:  # meanwhile another worker claims trial 1 and dies
-            other_study = sweeps.load_study(spec, url, worker=1)
-            other = sweeps.claim_trial(other_study, spec)
-            sweeps.suggest(other, spec)
+            other_study = sweep_study.load_study(spec, url, worker=1)
+            other = sweep_worker.claim_trial(other_study, spec)
+            sweep_worker.suggest(other, spec)
             other.set_user_attr("run_name", "t-relost/t0001")
             beat = {"host": socket.gethostname(), "pid": dead.pid, "time": time.time()}
             other_study._storage.set_trial_user_attr(other._trial_id, "heartbeat", beat)
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         (Path(output).parent / "metrics.json").write_text('{"score": 0.5}')
 
-    monkeypatch.setattr(sweeps, "execute_trial_notebook", notebook)
-    assert sweeps.run_worker(spec, url) == {"complete": 2}
-    assert ran == [("t-relost/t0000/sweep_trial.ipynb", {"seed": 0, "run_name": "t-relost/t0000"}),
-                   ("t-relost/t0001/sweep_trial.ipynb", {"seed": 1, "run_name": "t-relost/t0001", "resume": True})]
-    trials = sweep_trials(optuna.load_study(study_name="t-relost", storage=sweeps.open_storage(url)))
+    monkeypatch.setattr(sweep_worker, "execute_trial_notebook", notebook)
+    assert sweep_worker.run_worker(spec, url) == {"complete": 2}
+    assert ran == [
+        ("t-relost/t0000/sweep_trial.ipynb", {"seed": 0, "run_name": "t-relost/t0000"}),
+        ("t-relost/t0001/sweep_trial.ipynb", {"seed": 1, "run_name": "t-relost/t0001", "resume": True}),
+    ]
+    trials = sweep_trials(optuna.load_study(study_name="t-relost", storage=sweep_study.open_storage(url)))
     assert list(zip(trials["number"], trials["state"], trials["outcome"], trials["param_seed"])) == [
-        (0, "COMPLETE", "complete", 0), (1, "FAIL", "lost", 1), (2, "COMPLETE", "complete", 1)]
+        (0, "COMPLETE", "complete", 0),
+        (1, "FAIL", "lost", 1),
+        (2, "COMPLETE", "complete", 1),
+    ]
     assert trials.loc[2, "retry_of"] == 1 and trials.loc[2, "run_name"] == "t-relost/t0001"
 
 
 # ------------------------------------------------------------------ the worker's decisions, function by function
+def test_a_trials_run_name_is_built_by_the_worker_and_parsed_back_by_training_in_one_module():
+    from fh_utils.sweeps.trial import split_run_name, trial_run_name
+
+    assert trial_run_name("st2-seeds", 7) == "st2-seeds/t0007"
+    assert split_run_name(trial_run_name("st2-seeds", 7)) == ("st2-seeds", "t0007")
+    assert split_run_name("plain-run") == ("", "plain-run")
+    with pytest.raises(ValueError, match="the sweep part"):
+        split_run_name("bad sweep/t0000")
+
+
 def test_a_trial_is_lost_by_a_dead_pid_of_this_host_or_a_silent_heartbeat_only():
     import socket
     from datetime import datetime
     from types import SimpleNamespace
 
-    from fh_utils.workbook.sweeps import _is_lost
+    from fh_utils.sweeps.worker import _is_lost
 
     now, here, dead = 10_000.0, socket.gethostname(), 2**22 + 12345  # above pid_max: no such process here
 
@@ -312,30 +332,32 @@ def test_a_trial_is_lost_by_a_dead_pid_of_this_host_or_a_silent_heartbeat_only()
 def test_a_search_starts_n_trials_counting_a_lost_and_retried_trial_once(tmp_path):
     import socket
 
-    from fh_utils.workbook import sweeps
+    from fh_utils.sweeps import study as sweep_study
+    from fh_utils.sweeps import worker as sweep_worker
 
     spec = load_spec({"name": "t-count", "notebook": str(TRIAL_NB), "search": {"seed": {"low": 0, "high": 9}},
                       "n_trials": 2})  # fmt: skip
-    study = sweeps.load_study(spec, f"journal://{tmp_path / 'journal.log'}")
-    first = sweeps.claim_trial(study, spec)
-    sweeps.suggest(first, spec)
+    study = sweep_study.load_study(spec, f"journal://{tmp_path / 'journal.log'}")
+    first = sweep_worker.claim_trial(study, spec)
+    sweep_worker.suggest(first, spec)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     beat = {"host": socket.gethostname(), "pid": dead.pid, "time": time.time()}
     study._storage.set_trial_user_attr(first._trial_id, "heartbeat", beat)
-    assert sweeps.recover_lost_trials(study) == [0]
-    retry = sweeps.claim_trial(study, spec)  # the retry of trial 0 (waiting) first
+    assert sweep_worker.recover_lost_trials(study) == [0]
+    retry = sweep_worker.claim_trial(study, spec)  # the retry of trial 0 (waiting) first
     assert retry.number == 1 and study._storage.get_trial(retry._trial_id).system_attrs["failed_trial"] == 0
     study.tell(retry, 0.5)
-    second = sweeps.claim_trial(study, spec)  # trial 0 and its retry are one trial: a second one starts
+    second = sweep_worker.claim_trial(study, spec)  # trial 0 and its retry are one trial: a second one starts
     assert second is not None and second.number == 2
-    assert sweeps.claim_trial(study, spec) is None, "n_trials=2 started: nothing more"
+    assert sweep_worker.claim_trial(study, spec) is None, "n_trials=2 started: nothing more"
     assert [t.number for t in study.get_trials(deepcopy=False)] == [0, 1, 2]
 
 
 def _stub_trial(tmp_path, monkeypatch, spec_values: dict, threads: int, raise_exc=None):
     """run_trial of a one-point grid with the notebook stubbed: the params it got, the outcome, the trial."""
-    from fh_utils.workbook import sweeps
+    from fh_utils.sweeps import study as sweep_study
+    from fh_utils.sweeps import worker as sweep_worker
 
     got = []
 
@@ -346,13 +368,13 @@ def _stub_trial(tmp_path, monkeypatch, spec_values: dict, threads: int, raise_ex
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         (Path(output).parent / "metrics.json").write_text('{"score": 0.5}')
 
-    monkeypatch.setattr(sweeps, "execute_trial_notebook", notebook)
+    monkeypatch.setattr(sweep_worker, "execute_trial_notebook", notebook)
     spec = load_spec({"notebook": str(TRIAL_NB), "grid": {"seed": [4]}, **spec_values})
     url = f"journal://{tmp_path / spec.name / 'journal.log'}"
-    study = sweeps.load_study(spec, url)
-    sweeps.enqueue_grid(study, spec)
-    trial = sweeps.claim_trial(study, spec)
-    outcome = sweeps.run_trial(study, trial, spec, url, threads=threads)
+    study = sweep_study.load_study(spec, url)
+    sweep_study.enqueue_grid(study, spec)
+    trial = sweep_worker.claim_trial(study, spec)
+    outcome = sweep_worker.run_trial(study, trial, spec, url, threads=threads)
     return got[0], outcome, study.get_trials(deepcopy=False)[0]
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fh_utils.workbook.sweeps import open_sweep, run_sweep
+from fh_utils.sweeps.coordinator import run_sweep
+from fh_utils.sweeps.study import open_sweep
 
 pytestmark = pytest.mark.slow
 TRIAL_NB = Path(__file__).parent / "notebooks" / "sweep_trial.ipynb"

@@ -197,7 +197,7 @@ def test_notebook_06_tables_each_runs_state_and_top_k_takes_finished_runs_only(t
 def _tiny_study(journal: Path, name: str = "watch-sweep", run_root: Path | None = None) -> None:
     import optuna
 
-    from fh_utils.workbook.sweeps import open_storage
+    from fh_utils.sweeps.study import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=open_storage(f"journal://{journal}"), direction="maximize")
@@ -214,7 +214,7 @@ def _tiny_study(journal: Path, name: str = "watch-sweep", run_root: Path | None 
 def test_the_dashboard_opens_a_sweeps_study_read_only(tmp_path, monkeypatch):
     import optuna
 
-    from fh_utils.workbook import dashboard
+    from fh_utils.sweeps import dashboard
 
     monkeypatch.setenv("FH_OUTPUTS", str(tmp_path))
     journal = tmp_path / "sweeps" / "watch-sweep" / "journal.log"
@@ -273,7 +273,7 @@ def test_the_dashboard_opens_a_sweeps_study_read_only(tmp_path, monkeypatch):
 
 
 def test_sweep_trial_states_come_from_the_study(tmp_path, monkeypatch):
-    from fh_utils.workbook.dashboard import combined_state, trial_states
+    from fh_utils.sweeps.dashboard import combined_state, trial_states
 
     monkeypatch.setenv("FH_OUTPUTS", str(tmp_path))
     journal = tmp_path / "sweeps" / "s" / "journal.log"
@@ -290,7 +290,7 @@ def test_sweep_trial_states_come_from_the_study(tmp_path, monkeypatch):
 
 def test_commands_listen_on_loopback_and_make_has_the_targets():
     from fh_utils.paths import PROJECT_ROOT
-    from fh_utils.workbook.dashboard import board_command
+    from fh_utils.sweeps.dashboard import board_command
 
     cmd = board_command("/x/runs", port=6123)
     assert cmd[:3] == [sys.executable, "-m", "tensorboard.main"]
@@ -304,3 +304,136 @@ def test_commands_listen_on_loopback_and_make_has_the_targets():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------ run state and the watch, function by function
+def _running_record(run_dir: Path, **fields) -> dict:
+    record = write_run_state(run_dir, "running", epoch=1)
+    record.update(fields)
+    write_json(run_dir / "state.json", record)
+    return record
+
+
+def test_a_running_run_is_killed_only_past_150_s_of_silence_or_by_a_dead_pid_of_this_host(tmp_path):
+    record = _running_record(tmp_path / "r")
+    beat = record["heartbeat"]
+    assert read_run_state(tmp_path / "r", now=beat + 149)["state"] == "running"  # five missed beats are not enough
+    assert read_run_state(tmp_path / "r", now=beat + 151)["state"] == "killed"
+    assert read_run_state(tmp_path / "r", now=beat + 60, stale_s=30)["state"] == "killed"
+    elsewhere = _running_record(tmp_path / "other", host="another-machine", pid=2**22 + 12345)
+    assert read_run_state(tmp_path / "other", now=elsewhere["heartbeat"] + 10)["state"] == "running", (
+        "a pid of another machine says nothing about it here")  # fmt: skip
+    _running_record(tmp_path / "dead", pid=2**22 + 12345)  # this host, a pid above pid_max
+    assert read_run_state(tmp_path / "dead", now=beat + 10)["state"] == "killed"
+
+
+def test_a_state_write_merges_its_fields_over_the_previous_record(tmp_path):
+    first = write_run_state(tmp_path, "running", epoch=0, epochs=3, error=None, resumed_from="killed")
+    second = write_run_state(tmp_path, "running", epoch=2)
+    final = write_run_state(tmp_path, "failed", epoch=2, error="ValueError: boom")
+    stable = {"host": socket.gethostname(), "pid": os.getpid()}
+    kept = {"epochs": 3, "resumed_from": "killed", **stable}  # written once, kept by the later writes
+
+    def fields(record: dict) -> dict:
+        return {k: v for k, v in record.items() if k != "heartbeat"}
+
+    assert fields(first) == {"state": "running", "epoch": 0, "error": None, **kept}
+    assert fields(second) == {"state": "running", "epoch": 2, "error": None, **kept}
+    assert fields(final) == {"state": "failed", "epoch": 2, "error": "ValueError: boom", **kept}
+    assert json.loads((tmp_path / "state.json").read_text()) == final
+    with pytest.raises(ValueError, match="'done' is not one of"):
+        write_run_state(tmp_path, "done")
+
+
+def test_a_run_folder_without_state_json_is_finished_when_its_history_has_every_epoch(tmp_path):
+    write_json(tmp_path / "config.json", {"train": {"epochs": 2}})
+    pd.DataFrame({"epoch": [1]}).to_csv(tmp_path / "history.csv", index=False)
+    assert read_run_state(tmp_path) == {"state": "unknown", "age_s": None}
+    pd.DataFrame({"epoch": [1, 2]}).to_csv(tmp_path / "history.csv", index=False)
+    assert read_run_state(tmp_path) == {"state": "finished", "age_s": None}
+
+
+def test_the_heartbeat_writes_what_update_hands_it_at_once_and_nothing_after_stop(tmp_path):
+    from fh_utils.runs import RunHeartbeat
+
+    heart = RunHeartbeat(tmp_path, interval=3600)  # only an update wakes it in this test
+    heart.beat(epoch=0, epochs=2)
+    heart.start()
+    heart.update(epoch=1)
+    deadline = time.monotonic() + 10
+    while read_run_state(tmp_path).get("epoch") != 1:
+        assert time.monotonic() < deadline, "update() did not wake the heartbeat thread"
+        time.sleep(0.01)
+    heart.stop()
+    heart.join(timeout=10)
+    write_run_state(tmp_path, "finished", epoch=2)
+    heart.beat(epoch=5)  # a beat after stop (e.g. one already woken) must not overwrite the final state
+    record = read_run_state(tmp_path)
+    assert (record["state"], record["epoch"], record["epochs"]) == ("finished", 2, 2)
+
+
+def test_the_newest_run_with_the_file_is_found_by_task_and_a_miss_names_the_folder(tmp_path):
+    from fh_utils.runs import latest_run
+
+    for name, task, mtime in [("old", "st2", 1_000), ("new", "st2", 3_000), ("st1", "st1", 5_000),
+                              ("other", "st2", 9_000)]:  # fmt: skip
+        folder = tmp_path / "sweep" / name if name == "new" else tmp_path / name
+        folder.mkdir(parents=True)
+        write_json(folder / "config.json", {"task": {"name": task}})
+        (folder / ("last.pt" if name != "other" else "best.pt")).write_bytes(b"x")
+        os.utime(folder / ("last.pt" if name != "other" else "best.pt"), (mtime, mtime))
+    assert latest_run("st2", "last.pt", tmp_path) == tmp_path / "sweep" / "new"  # sweep trials nest one deeper
+    assert latest_run(None, "last.pt", tmp_path) == tmp_path / "st1"
+    with pytest.raises(FileNotFoundError) as info:
+        latest_run("st1", "best.pt", tmp_path)
+    assert str(info.value) == (f"no run of task st1 with best.pt under {tmp_path}; train one with notebook 03/04")
+
+
+def test_list_runs_names_nested_trials_by_their_path_under_the_root(tmp_path):
+    from fh_utils.runs import list_runs
+
+    for rel, score in [("b", 0.5), ("sw/t0001", 0.7)]:
+        write_json(tmp_path / rel / "metrics.json", {"score": score, "task": "st2", "epoch": 2})
+        write_json(tmp_path / rel / "config.json", {"model": {"backbone": "fh_colornet", "img_size": 32}})
+        write_run_state(tmp_path / rel, "finished")
+    frame = list_runs(tmp_path)
+    assert list(frame.columns) == ["run", "state", "task", "backbone", "img_size", "epoch", "score", "baseline_score"]
+    rows = frame.drop(columns="baseline_score").values.tolist()
+    assert rows == [["b", "finished", "st2", "fh_colornet", 32, 2, 0.5],
+                    ["sw/t0001", "finished", "st2", "fh_colornet", 32, 2, 0.7]]  # fmt: skip
+
+
+def test_an_exception_leaving_the_loop_names_the_final_state():
+    from fh_utils.training.watch import final_state
+
+    class TrialPruned(Exception):  # optuna's is recognised by its name, without importing optuna
+        pass
+
+    assert [final_state(e) for e in (None, TrialPruned("x"), KeyboardInterrupt(), ValueError("x"))] == [
+        "finished", "pruned", "killed", "failed"]  # fmt: skip
+
+
+def test_each_epoch_reaches_state_json_through_the_heartbeat_while_the_run_goes_on(tmp_path):
+    from fh_utils.training.watch import RunWatch
+
+    history: list[dict] = []
+    with RunWatch(tmp_path, history, epochs=3, tensorboard=False, heartbeat=3600) as watch:
+        assert read_run_state(tmp_path)["epoch"] == 0
+        history.append({"epoch": 1})
+        watch.on_epoch(history[-1])
+        deadline = time.monotonic() + 10
+        while read_run_state(tmp_path).get("epoch") != 1:
+            assert time.monotonic() < deadline, "epoch 1 never reached state.json while the run was going on"
+            time.sleep(0.01)
+        assert read_run_state(tmp_path)["state"] == "running"
+    assert read_run_state(tmp_path)["state"] == "finished"
+
+
+def test_a_history_row_becomes_its_scalars_without_missing_values_and_with_a_zero_baseline():
+    from fh_utils.training.tensorboard import epoch_scalars
+
+    row = {"epoch": 2, "lr": 0.01, "train_loss": 1.5, "val_loss": float("nan"), "val_score": None,
+           "val_Color_top1": 0.25, "val_Color_acsa": 0.2, "train_img_per_s": 100.0, "seconds": 3.0}  # fmt: skip
+    assert epoch_scalars(row, {"baseline_score": 0.0}) == {"train/lr": 0.01, "loss/train": 1.5, "top1/Color": 0.25,
+                                                           "train/img_per_s": 100.0, "score/baseline": 0.0}  # fmt: skip
+    assert "score/baseline" not in epoch_scalars(row, {"baseline_score": None})

@@ -155,7 +155,8 @@ def test_tensorboard_shows_a_finished_runs_score_curve(demo_root, _outputs_in_tm
 
 
 def test_optuna_dashboard_shows_a_three_trial_sweep_without_touching_it(demo_root, _outputs_in_tmp, tmp_path):
-    from fh_utils.workbook.sweeps import JOURNAL_FILE, run_sweep, sweep_dir
+    from fh_utils.sweeps.coordinator import run_sweep
+    from fh_utils.sweeps.study import JOURNAL_FILE, sweep_dir
 
     trial_nb = Path(__file__).parent / "notebooks" / "sweep_trial.ipynb"
     spec = {"name": "watch-sweep", "notebook": str(trial_nb), "pruner": "median",

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_the_dashboard_reads_a_postgresql_study_and_its_session_refuses_writes(postgres_url):  # noqa: F811
     import optuna
 
-    from fh_utils.workbook import dashboard
+    from fh_utils.sweeps import dashboard
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="pg-watch", storage=postgres_url, direction="maximize")

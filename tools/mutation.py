@@ -40,11 +40,16 @@ EQUIVALENT_FILE = ROOT / "tools" / "mutation_equivalent.txt"
 # estimated worker seconds per mutant (tta.py measured; the others from their tests' durations: module fixtures
 # that train a run are rebuilt for every mutant), plus ~1 min per module for mutmut's two clean passes.
 # MODULE=... checks every mutant of that module; the report gives each module's time to resize these.
-ENGINE_LOSS_AND_SCHEDULE = [
-    f"fh_utils.training.engine.{name}__mutmut_*"
-    for name in ("x_class_priors", "x_logit_adjusted_loss", "xǁMultiHeadLossǁ*", "x__create_scheduler",
-                 "x__step_scheduler")
-]  # fmt: skip
+# The schedule's functions (the update counter that gates them is checked by tests/test_engine_skipped_steps.py).
+SCHEDULE = [f"fh_utils.training.scheduler.{name}__mutmut_*" for name in ("x_create_scheduler", "x_step_scheduler")]
+LOSS_AND_SCHEDULE_TESTS = [
+    "tests/test_engine.py::test_logit_adjusted_loss_matches_a_hand_computation",
+    "tests/test_engine.py::test_resume_after_an_interruption_replays_the_same_history",
+    "tests/test_engine_features.py::test_default_scheduler_is_cosine_restarts_and_resumes_exactly",
+    "tests/test_engine_features.py::test_a_zero_head_weight_leaves_that_head_untouched",
+    "tests/test_distill.py::test_loss_is_the_weighted_sum_of_label_smoothed_ce_and_t2_scaled_kl",
+    "tests/test_engine_losses.py",
+]
 MODULES: dict[str, tuple[list[str], list[str] | None, int | None]] = {
     "fh_utils/data/folds.py": (["tests/test_folds.py"], None, 100),  # 199 mutants, ~3 s
     "fh_utils/data/datasets.py": (["tests/test_datasets.py", "tests/test_wiring.py", "tests/test_folds.py",
@@ -62,14 +67,9 @@ MODULES: dict[str, tuple[list[str], list[str] | None, int | None]] = {
     "fh_utils/training/metrics.py": (["tests/test_metrics.py"], None, None),  # 143, ~2 s
     "fh_utils/training/distill.py": (["tests/test_distill.py", "tests/test_wiring.py", "tests/test_distill_units.py"],
                                      None, 25),  # 312, ~15 s
-    "fh_utils/training/engine.py": ([
-        "tests/test_engine.py::test_logit_adjusted_loss_matches_a_hand_computation",
-        "tests/test_engine.py::test_resume_after_an_interruption_replays_the_same_history",
-        "tests/test_engine_features.py::test_default_scheduler_is_cosine_restarts_and_resumes_exactly",
-        "tests/test_engine_features.py::test_a_zero_head_weight_leaves_that_head_untouched",
-        "tests/test_distill.py::test_loss_is_the_weighted_sum_of_label_smoothed_ce_and_t2_scaled_kl",
-        "tests/test_engine_losses.py",
-    ], ENGINE_LOSS_AND_SCHEDULE, 35),  # 150, ~10 s
+    # The engine's losses and schedule (one module of 150 mutants, sampled 35, until the engine was split).
+    "fh_utils/training/losses.py": (LOSS_AND_SCHEDULE_TESTS, None, 20),  # 83, ~10 s
+    "fh_utils/training/scheduler.py": (LOSS_AND_SCHEDULE_TESTS, SCHEDULE, 15),  # 67, ~10 s
 }
 SAMPLE_SEED = 0
 COPIED = ["fh_utils", "tests", "notebooks", "pyproject.toml"]  # what the tests need of the project
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         BUILD / "report.json").exists() else {}  # fmt: skip
     if not args.report_only:
         sys.path.insert(0, str(ROOT))
-        from fh_utils.data.demo import ensure_demo_dataset
+        from fh_utils.prep.demo import ensure_demo_dataset
 
         sys.path.insert(0, str(ROOT / "tests"))
         from conftest import TEST_DEMO_SCALE

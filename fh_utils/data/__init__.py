@@ -1,7 +1,7 @@
 """Data layer: CSV reading and validation, image decoding, crops cache, augmentation, datasets and loaders.
 
-Also the data-derived tools that write beside the raw data, never into it: background removal and the demo
-data generator. Nothing here knows about models or training.
+Nothing here knows about models or training. What writes beside the raw data (background removal, the demo
+data generator) is offline preparation, in :mod:`fh_utils.prep`.
 """
 
 from fh_utils._lazy import lazy_exports

@@ -11,6 +11,7 @@ from typing import Any
 
 from fh_utils.config import config_from_dict, config_to_dict
 from fh_utils.data.folds import parse_split
+from fh_utils.paths import derived_dir
 
 SAMPLERS = ("shuffle", "balanced")
 
@@ -83,6 +84,25 @@ class DataConfig:
         """``data_root`` as a path."""
         return Path(self.data_root)
 
+    def images_root(self) -> Path | None:
+        """The tree the split images are read from; None: the data root's own split folders.
+
+        With ``use_nobg`` the background-removed copies: ``nobg_root``, else ``<root>_nobg`` beside the data root.
+        """
+        if not self.use_nobg:
+            return None
+        return Path(self.nobg_root) if self.nobg_root else derived_dir(self.root, "nobg")
+
+    def cache_root(self) -> Path:
+        """The decode-once cache's folder.
+
+        ``cache_dir``, else beside the data root: ``<root>_cache``, or ``<root>_cache_nobg`` for the
+        background-removed images.
+        """
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        return derived_dir(self.root, "cache_nobg" if self.use_nobg else "cache")
+
     def replace(self, **changes: Any) -> DataConfig:
         """A copy with ``changes`` (each must be a field)."""
         return config_from_dict(DataConfig, {**self.to_dict(), **changes}, "DataConfig.replace")
@@ -102,4 +122,3 @@ def as_data_config(data: DataConfig | str | Path, **overrides: Any) -> DataConfi
     if isinstance(data, DataConfig):
         return data.replace(**overrides) if overrides else data
     return config_from_dict(DataConfig, {"data_root": str(data), **overrides}, "create_loaders")
-

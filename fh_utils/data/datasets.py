@@ -1,5 +1,11 @@
 """One Dataset for both sub-tasks, the class-balanced sampler, and :func:`create_loaders`.
 
+A configuration goes one way through :func:`create_loaders`: the task is resolved once (its ``classes.json`` read
+once), each split's rows are read once with ``limit`` applied there, the rows of ``split`` (plain, fold or full)
+are chosen from them, and each dataset is built from its rows, the train one holding the split's record. Where
+the images and the cache are is the configuration's to say (:meth:`DataConfig.images_root`,
+:meth:`DataConfig.cache_root`).
+
 Determinism: everything random in a training epoch (sampler order, crop decisions, augmentation) is seeded
 from ``(seed, epoch)`` by :func:`seed_epoch`, so an epoch replays identically after a resume.
 """
@@ -20,7 +26,6 @@ from fh_utils.data.cache import CachedSource, CacheParams, CropSpec, FileSource,
 from fh_utils.data.config import DataConfig, as_data_config
 from fh_utils.data.folds import make_split
 from fh_utils.data.reader import BOX_COLUMNS, read_split
-from fh_utils.paths import derived_dir
 from fh_utils.tasks import Task, get_task
 
 
@@ -35,6 +40,8 @@ class FashionHowDataset(Dataset):
         crop_prob: Probability of cropping to the box (1 = always; 0 = whole image). In evaluation the crop
             is deterministic: taken when ``crop_prob > 0``.
         train: Random crop decisions (training) or deterministic (evaluation).
+        split_record: Which rows train and which validate under ``DataConfig.split``
+            (:func:`fh_utils.data.folds.make_split`'s record); :func:`create_loaders` gives it to the train set.
     """
 
     def __init__(
@@ -45,6 +52,7 @@ class FashionHowDataset(Dataset):
         source: FileSource | CachedSource,
         crop_prob: float = 1.0,
         train: bool = False,
+        split_record: dict[str, Any] | None = None,
     ):
         self.df = df.reset_index(drop=True)
         self.task = task
@@ -52,6 +60,7 @@ class FashionHowDataset(Dataset):
         self.source = source
         self.crop_prob = float(crop_prob)
         self.train = train
+        self.split_record: dict[str, Any] = dict(split_record or {})
         if df.attrs.get("has_labels", True):
             self.targets = df[task.label_columns].to_numpy(dtype=np.int64, copy=True)
         else:
@@ -128,25 +137,43 @@ def build_source(
     ]
     params = CacheParams(size=cache_size_for(img_size), margin=crop_margin)
     if cache:
-        folder = Path(cache_dir) if cache_dir else derived_dir(data_root or ".", "cache")
+        folder = Path(cache_dir) if cache_dir else DataConfig(data_root=str(data_root or ".")).cache_root()
         return CachedSource(specs, folder, params)
     if not reduced_decode:
         return FileSource(specs, margin=crop_margin, size=params.size)
     return file_source_for(specs, params)
 
 
-def read_frame(cfg: DataConfig, task: Task, split: str) -> pd.DataFrame:
-    """The validated rows of ``split`` (from the background-removed tree when ``cfg.use_nobg``), before ``limit``."""
-    root = cfg.root
-    images_root = None
-    if cfg.use_nobg:
-        images_root = Path(cfg.nobg_root) if cfg.nobg_root else derived_dir(root, "nobg")
-        if not (images_root / split).is_dir():
-            raise FileNotFoundError(
-                f"no background-removed images at {images_root / split}; run notebook "
-                "02_remove_background.ipynb first (or set use_nobg=False)"
-            )
-    return read_split(root, task, split, on_error=cfg.on_error, images_root=images_root)
+def read_rows(cfg: DataConfig, task: Task, split: str) -> pd.DataFrame:
+    """The validated rows of ``split`` (from :meth:`DataConfig.images_root`), the first ``cfg.limit`` when set.
+
+    ``task`` is resolved for ``cfg.root`` (:func:`fh_utils.tasks.get_task`): its ``classes.json`` is not read again.
+    """
+    images_root = cfg.images_root()
+    if images_root is not None and not (images_root / split).is_dir():
+        raise FileNotFoundError(
+            f"no background-removed images at {images_root / split}; run notebook "
+            "02_remove_background.ipynb first (or set use_nobg=False)"
+        )
+    df = read_split(cfg.root, task, split, on_error=cfg.on_error, images_root=images_root)
+    return _limited(df, cfg.limit)
+
+
+def _limited(df: pd.DataFrame, limit: int) -> pd.DataFrame:
+    return df.head(limit).reset_index(drop=True) if limit else df
+
+
+def _dataset(
+    cfg: DataConfig, task: Task, df: pd.DataFrame, train: bool, split_record: dict[str, Any] | None = None
+) -> FashionHowDataset:
+    """Wrap rows that are already read (and limited) with ``cfg``'s transform, image source and crop setting."""
+    augment = cfg.augment if train else "none"
+    transform = create_transforms(task, cfg.img_size, train=train, augment=augment, color_spaces=cfg.color_spaces,
+                                  seed=cfg.seed)  # fmt: skip
+    source = build_source(df, cfg.img_size, cfg.crop_margin, cache=cfg.cache,
+                          cache_dir=cfg.cache_root() if cfg.cache else None, data_root=cfg.root)  # fmt: skip
+    crop_prob = cfg.crop_prob if train else float(cfg.crop_prob > 0)
+    return FashionHowDataset(df, task, transform, source, crop_prob=crop_prob, train=train, split_record=split_record)
 
 
 def create_dataset(
@@ -165,41 +192,36 @@ def create_dataset(
         split: ``"train"``, ``"val"`` or ``"test"``.
         train: Augment and sample crops at random (default: ``split == "train"``). Evaluation crops to the box
             whenever ``crop_prob > 0``.
-        df: An already-read split (skips reading; must come from :func:`read_split`).
+        df: An already-read split (skips reading; must come from :func:`read_split`); ``limit`` applies to it too.
         **overrides: :class:`DataConfig` fields (an unknown name is an error).
     """
     cfg = as_data_config(data, **overrides)
-    root = cfg.root
-    task = get_task(task, root)
+    task = get_task(task, cfg.root)
     train = split == "train" if train is None else train
-    df = read_frame(cfg, task, split) if df is None else df
-    if cfg.limit:
-        df = df.head(cfg.limit).reset_index(drop=True)
-    augment = cfg.augment if train else "none"
-    transform = create_transforms(task, cfg.img_size, train=train, augment=augment, color_spaces=cfg.color_spaces,
-                                  seed=cfg.seed)  # fmt: skip
-    cache_dir = cfg.cache_dir or None
-    if cfg.use_nobg and cache_dir is None and cfg.cache:
-        cache_dir = derived_dir(root, "cache_nobg")
-    source = build_source(df, cfg.img_size, cfg.crop_margin, cache=cfg.cache, cache_dir=cache_dir, data_root=root)
-    crop_prob = cfg.crop_prob if train else float(cfg.crop_prob > 0)
-    return FashionHowDataset(df, task, transform, source, crop_prob=crop_prob, train=train)
+    df = read_rows(cfg, task, split) if df is None else _limited(df, cfg.limit)
+    return _dataset(cfg, task, df, train)
 
 
-def _split_frames(cfg: DataConfig, task: Task, splits: tuple[str, ...]) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Rows of "train" / "val" under ``cfg.split`` (:mod:`fh_utils.data.folds`); ``{}`` for the plain split."""
+def split_rows(cfg: DataConfig, task: Task, splits: tuple[str, ...]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The rows of each of ``splits`` under ``cfg.split`` (:mod:`fh_utils.data.folds`), and the split's record.
+
+    Each split is read once, ``limit`` applied (:func:`read_rows`). A fold or full split pools train and val and
+    deals them (:func:`fh_utils.data.folds.make_split`); ``split="full"`` has no "val" rows.
+    """
     if cfg.split == "val" or "train" not in splits:
-        return {}, {"split": cfg.split}
-    parts = {}
-    for name in ("train", "val"):
-        frame = read_frame(cfg, task, name)
-        parts[name] = frame.head(cfg.limit).reset_index(drop=True) if cfg.limit else frame
-    fit_rows, val_rows, record = make_split(parts["train"], parts["val"], task, cfg.split, seed=cfg.seed,
+        return {split: read_rows(cfg, task, split) for split in splits}, {"split": cfg.split}
+    pooled = {name: read_rows(cfg, task, name) for name in ("train", "val")}
+    fit_rows, val_rows, record = make_split(pooled["train"], pooled["val"], task, cfg.split, seed=cfg.seed,
                                             head=cfg.sampler_head)  # fmt: skip
-    frames = {"train": fit_rows}
-    if val_rows is not None:
-        frames["val"] = val_rows
-    return frames, record
+    chosen = {"train": fit_rows, "val": val_rows}
+    rows = {}
+    for split in splits:
+        if split in chosen:
+            if chosen[split] is not None:  # split="full": no validation rows
+                rows[split] = chosen[split]
+        else:
+            rows[split] = read_rows(cfg, task, split)
+    return rows, record
 
 
 def create_loaders(
@@ -225,19 +247,12 @@ def create_loaders(
         ``{split: DataLoader}``; each loader's dataset is a :class:`FashionHowDataset`.
     """
     cfg = as_data_config(data, **overrides)
-    task = get_task(task, cfg.root)
-    frames, record = _split_frames(cfg, task, splits)
+    task = get_task(task, cfg.root)  # the one resolution: classes.json is read here only
+    rows, record = split_rows(cfg, task, splits)
     loaders = {}
-    for split in splits:
-        if frames and split == "val" and split not in frames:
-            continue  # split="full": no validation loader
+    for split, df in rows.items():
         train = split == "train"
-        if split in frames:  # fold / full rows, already limited: limit=0 keeps them all
-            ds = create_dataset(cfg.replace(limit=0), task, split, train=train, df=frames[split])
-        else:
-            ds = create_dataset(cfg, task, split, train=train)
-        if train:
-            ds.split_record = record
+        ds = _dataset(cfg, task, df, train, split_record=record if train else None)
         generator = torch.Generator().manual_seed(cfg.seed)
         sampler = None
         if train and cfg.sampler == "balanced":

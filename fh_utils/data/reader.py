@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import difflib
 import io
-import json
 import logging
 import re
 import warnings
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from fh_utils.data.images import ImageLoadError, image_size
-from fh_utils.tasks import TASKS, Task, find_classes_file, get_task
+from fh_utils.tasks import Task, find_classes_file, get_task
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +178,7 @@ def _not_an_int(column: str, text: str, what: str) -> str:
     return f"{column} must be an integer {what}, got {text!r}{hint}"
 
 
-def _column_problems(
-    path: Path, columns: list[str], expected: list[str], optional: list[str]
-) -> list[DataProblem]:
+def _column_problems(path: Path, columns: list[str], expected: list[str], optional: list[str]) -> list[DataProblem]:
     problems = []
     present = set(columns)
     for col in expected:
@@ -284,39 +281,30 @@ def _duplicate_problems(df: pd.DataFrame, has_labels: bool, task: Task, lines: l
 
 def _task_with_classes(task: str | Task, root: str | Path) -> Task:
     """``get_task(task, root)``, raising every problem of ``classes.json`` as a DataValidationError."""
-    classes_file = find_classes_file(root)
     try:
-        resolved = get_task(task, root)
+        return get_task(task, root)
     except ValueError as err:
+        classes_file = find_classes_file(root)
         if classes_file is None:
             raise
         message = str(err).removeprefix(f"{classes_file}: ")
         raise DataValidationError([DataProblem(str(classes_file), None, message)]) from err
-    if classes_file is not None:
-        known = list(dict.fromkeys(c for t in (*TASKS.values(), resolved) for c in t.label_columns))
-        unknown = [k for k in json.loads(classes_file.read_text(encoding="utf-8")) if k not in known]
-        if unknown:
-            msg = f"unknown label column(s) {unknown}; expected some of {known}"
-            raise DataValidationError([DataProblem(str(classes_file), None, msg)])
-    return resolved
 
 
-def _classes_file_problems(root: str | Path, task: Task, df: pd.DataFrame) -> list[DataProblem]:
-    """Blame ``classes.json`` when it sets fewer classes for a head than the CSV labels use."""
-    classes_file = find_classes_file(root)
-    if classes_file is None:
+def _classes_file_problems(task: Task, df: pd.DataFrame) -> list[DataProblem]:
+    """Blame the task's ``classes.json`` when it sets fewer classes for a head than the CSV labels use."""
+    if not task.classes_file:
         return []
-    overridden = json.loads(classes_file.read_text(encoding="utf-8"))
     msgs = []
     for head in task.heads:
         values = [v for v in map(_parse_int, df[head.column]) if v is not None]
-        if head.column in overridden and values and max(values) >= head.num_classes:
+        if head.column in task.classes_columns and values and max(values) >= head.num_classes:
             n, top = head.num_classes, max(values)
             msgs.append(f"{head.column} has {n} classes there but the CSV uses labels up to {top}")
     if not msgs:
         return []
     msg = "class count disagrees with the CSV labels: " + "; ".join(msgs)
-    return [DataProblem(str(classes_file), None, msg)]
+    return [DataProblem(task.classes_file, None, msg)]
 
 
 def read_split(
@@ -376,7 +364,8 @@ def read_csv(
         on_error: ``"raise"`` or ``"skip"`` bad rows (reported).
         check_images: Check each image's existence and header.
         encoding: CSV text encoding.
-        classes_root: Data root whose ``classes.json`` is named when labels exceed its class counts.
+        classes_root: Data root whose ``classes.json`` is named when labels exceed its class counts (not read
+            again when ``task`` came from it: :func:`fh_utils.tasks.get_task`).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -402,7 +391,7 @@ def read_csv(
     row_problems.sort(key=lambda p: p.row)
     n_bad = len(row_problems)
     if has_labels and classes_root is not None:
-        row_problems.extend(_classes_file_problems(classes_root, task, df))
+        row_problems.extend(_classes_file_problems(_task_with_classes(task, classes_root), df))
     if row_problems and on_error == "raise":
         raise DataValidationError(row_problems)
 

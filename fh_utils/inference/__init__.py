@@ -15,5 +15,5 @@ from fh_utils._lazy import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
-    {"Predictor": "predictor", "Prediction": "predictor", "load_members": "predictor", "model_file": "predictor"},
+    {"Predictor": "predictor", "Prediction": "predictor", "load_members": "predictor"},
 )

@@ -1,7 +1,7 @@
 """What a packaged leaderboard submission runs: predict the hidden test set, and check a local dry run.
 
 The FASHION-HOW platform runs a team's ``task.ipynb`` on its own CPU, offline, calls ``submit()()`` and scores
-the DataFrame that comes back. The notebook :mod:`fh_utils.workbook.packaging` writes puts this package (as
+the DataFrame that comes back. The notebook :mod:`fh_utils.leaderboard.package` writes puts this package (as
 the zip archive ``fh_utils.zip``, which the platform client's upload rule keeps) on ``sys.path`` inside its
 function and calls :func:`predict_test_set`; with an empty key its last cell calls :func:`dry_run` instead of
 the client's upload.
@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fh_utils.runs import SUBMISSION_SPEC_FILE
+
 DATASET_ENV = "FH_AIF_DATASET"
 DEFAULT_DATASET = "/aif/Dataset"
-SPEC_FILE = "submission.json"
 CODE_ARCHIVE = "fh_utils.zip"
 TEST_IMAGES = "test"
 
@@ -49,7 +50,7 @@ def read_spec(model_dir: str | Path) -> dict[str, Any]:
     """The packaged ``model/submission.json``: task, model file, TTA mode, members and their weights."""
     from fh_utils.io import read_json
 
-    path = Path(model_dir) / SPEC_FILE
+    path = Path(model_dir) / SUBMISSION_SPEC_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the notebook from its submission folder (./model/ beside it)")
     return read_json(path)

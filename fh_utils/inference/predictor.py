@@ -25,7 +25,6 @@ from fh_utils.data import reader as _data
 from fh_utils.data.datasets import create_dataset
 from fh_utils.data.images import ImageLoadError
 from fh_utils.models.ensemble import (
-    ENSEMBLE_FILE,
     Member,
     average_probabilities,
     check_budget,
@@ -33,26 +32,18 @@ from fh_utils.models.ensemble import (
     member_from_run,
     members_task,
 )  # fmt: skip
-from fh_utils.models.export import INT8_FILE, load_int8
+from fh_utils.models.export import load_int8
 from fh_utils.models.factory import state_dict_size_mb
-from fh_utils.runs import BEST_CKPT
+from fh_utils.runs import ENSEMBLE_FILE, INT8_FILE, MODEL_FILES, model_file
 from fh_utils.tasks import Task
 from fh_utils.training.tta import check_tta, with_tta
-
-MODEL_FILES = (BEST_CKPT, ENSEMBLE_FILE, INT8_FILE)
-
-
-def model_file(folder: str | Path) -> Path | None:
-    """The model file a folder holds (``best.pt``, ``ensemble.pt`` or ``model_int8.pt``, in that order), or None."""
-    folder = Path(folder)
-    return next((folder / f for f in MODEL_FILES if (folder / f).is_file()), None)
 
 
 def load_members(model_path: str | Path) -> list[Member]:
     """The members a model file holds: one for ``best.pt`` or ``model_int8.pt``, all of an ``ensemble.pt``.
 
-    A folder stands for its model file (:func:`model_file`). A ``best.pt`` takes its crop settings from the
-    ``config.json`` beside it, as its run validated.
+    A folder stands for its model file (:func:`fh_utils.runs.model_file`). A ``best.pt`` takes its crop settings
+    from the ``config.json`` beside it, as its run validated.
 
     Raises:
         FileNotFoundError: No model file there.

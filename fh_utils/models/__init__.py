@@ -10,6 +10,6 @@ __getattr__, __dir__ = lazy_exports(
     {
         "create_model": "factory", "load_model": "factory", "model_from_config": "factory",
         "state_dict_size_mb": "factory", "FashionHowNet": "factory", "RulesError": "factory",
-        "PretrainedUnavailableError": "factory", "DEFAULT_BACKBONE": "factory",
+        "PretrainedUnavailableError": "factory", "DEFAULT_BACKBONE": "config", "ModelConfig": "config",
     },
 )  # fmt: skip

@@ -22,9 +22,9 @@ from torch import nn
 
 from fh_utils.io import atomic_write, read_json, write_json
 from fh_utils.models.factory import RulesError, load_model, model_from_config, state_dict_size_mb, task_of_model
+from fh_utils.runs import CONFIG_FILE, ENSEMBLE_FILE, MANIFEST_FILE, METRICS_FILE
 from fh_utils.tasks import Task
 
-ENSEMBLE_FILE, MANIFEST_FILE = "ensemble.pt", "manifest.json"
 DATA_KEYS = ("crop_margin", "crop_prob")
 
 
@@ -56,7 +56,7 @@ class Member:
 
 
 def _run_data(run_dir: Path) -> dict[str, float]:
-    config_path = run_dir / "config.json"
+    config_path = run_dir / CONFIG_FILE
     data = read_json(config_path).get("data", {}) if config_path.exists() else {}
     return {k: float(data[k]) for k in DATA_KEYS if k in data}
 
@@ -65,7 +65,7 @@ def member_from_run(run_dir: str | Path, weight: float = 1.0) -> Member:
     """A :class:`Member` from a run folder's ``best.pt`` (its crop settings from ``config.json``)."""
     run = Path(run_dir)
     model = load_model(run, map_location="cpu")
-    metrics_path = run / "metrics.json"
+    metrics_path = run / METRICS_FILE
     score = read_json(metrics_path).get("score") if metrics_path.exists() else None
     return Member(model, _run_data(run), float(weight), str(run), state_dict_size_mb(model), score)
 
@@ -160,7 +160,7 @@ def save_ensemble(members: list[Member], folder: str | Path, extra: dict[str, An
         **(extra or {}),
     }  # fmt: skip
     write_json(folder / MANIFEST_FILE, manifest)
-    write_json(folder / "config.json", {"run": {"kind": "ensemble", "members": len(members)},
+    write_json(folder / CONFIG_FILE, {"run": {"kind": "ensemble", "members": len(members)},
                                         "task": {"name": task.name}})  # fmt: skip
     return path
 

@@ -21,8 +21,8 @@ from torch import nn
 
 from fh_utils.io import atomic_write, read_json, write_json
 from fh_utils.models.factory import load_model, model_from_config, state_dict_size_mb
+from fh_utils.runs import CONFIG_FILE, INT8_FILE
 
-INT8_FILE = "model_int8.pt"
 INT8_KIND = "int8_dynamic"
 
 
@@ -67,7 +67,7 @@ def export_int8(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     fp32 = load_model(run, map_location="cpu")
     q = quantize_int8(fp32)
-    config = read_json(run / "config.json") if (run / "config.json").exists() else {}
+    config = read_json(run / CONFIG_FILE) if (run / CONFIG_FILE).exists() else {}
     data = config.get("data", {})
     state = {"kind": INT8_KIND, "model": q.state_dict(), "model_config": fp32.model_config,
              "data": {k: data[k] for k in ("crop_margin", "crop_prob") if k in data}, "source": str(run)}  # fmt: skip
@@ -76,7 +76,7 @@ def export_int8(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
         warnings.simplefilter("ignore")
         atomic_write(path, lambda tmp: torch.save(state, tmp))
     config["run"] = {**config.get("run", {}), "kind": "int8", "source": str(run)}
-    write_json(out / "config.json", config)
+    write_json(out / CONFIG_FILE, config)
     sizes = {"source": str(run), "fp32_mb": round(state_dict_size_mb(fp32), 4),
              "int8_mb": round(state_dict_size_mb(q), 4), "file_mb": round(path.stat().st_size / 1e6, 4),
              "quantization": INT8_KIND}  # fmt: skip

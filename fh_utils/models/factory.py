@@ -17,10 +17,10 @@ from torch import nn
 
 from fh_utils.data.colorspaces import check_spaces, color_space_stats
 from fh_utils.models import colornet  # noqa: F401  (registers fh_colornet with timm)
+from fh_utils.models.config import DEFAULT_BACKBONE, backbone_defaults
 from fh_utils.models.pretrained import PretrainedUnavailableError, resolve_pretrained  # noqa: F401  (re-exported)
+from fh_utils.runs import BEST_CKPT
 from fh_utils.tasks import Task, get_task
-
-DEFAULT_BACKBONE = "eva02_tiny_patch14_224.mim_in22k"
 
 
 class RulesError(ValueError):
@@ -102,11 +102,11 @@ def create_model(
     task: str | Task,
     backbone: str = DEFAULT_BACKBONE,
     pretrained: bool | str | Path = False,
-    img_size: int = 224,
+    img_size: int | None = None,
     in_chans: int | None = None,
-    color_spaces: tuple[str, ...] | list[str] = ("rgb",),
+    color_spaces: tuple[str, ...] | list[str] | None = None,
     color_hist: bool = False,
-    drop_rate: float = 0.0,
+    drop_rate: float | None = None,
     size_budget: bool = True,
     enforce_rules: bool = True,
     data_root: str | Path | None = None,
@@ -120,11 +120,12 @@ def create_model(
         pretrained: ``False``; a path to a ``.pth``/``.safetensors`` file; or ``True``: the Hugging Face cache
             (works offline), else the hub when it answers within seconds, else a :class:`PretrainedUnavailableError`
             saying how to get the file (:mod:`fh_utils.models.pretrained`).
-        img_size: Input side, px.
+        img_size: Input side, px (None: the backbone's default, :func:`fh_utils.models.config.backbone_defaults`).
         in_chans: Input channels (default ``3 * len(color_spaces)``).
-        color_spaces: Colour spaces the data pipeline stacks, e.g. VCL's ``("rgb","hsv","lab","hls","yuv")``.
+        color_spaces: Colour spaces the data pipeline stacks, e.g. VCL's ``("rgb","hsv","lab","hls","yuv")`` (None:
+            the backbone's).
         color_hist: Concatenate colour-histogram features of the input with the backbone's pooled features.
-        drop_rate: Dropout before the heads.
+        drop_rate: Dropout before the heads (None: the backbone's).
         size_budget: Refuse a model whose saved state dict exceeds the task's size budget.
         enforce_rules: Refuse what the task's rules forbid (ST2: pretrained weights).
         data_root: Data root whose ``classes.json`` overrides class names and counts.
@@ -140,7 +141,10 @@ def create_model(
         PretrainedUnavailableError: ``pretrained=True`` with nothing cached and the hub off or unreachable.
     """
     task = get_task(task, data_root)
-    color_spaces = check_spaces(color_spaces)
+    defaults = backbone_defaults(backbone)
+    img_size = defaults.img_size if img_size is None else img_size
+    color_spaces = check_spaces(defaults.color_spaces if color_spaces is None else color_spaces)
+    drop_rate = defaults.drop_rate if drop_rate is None else drop_rate
     in_chans = in_chans or 3 * len(color_spaces)
     if in_chans != 3 * len(color_spaces):
         raise ValueError(f"in_chans={in_chans} does not match {len(color_spaces)} colour space(s) x 3 channels")
@@ -238,7 +242,7 @@ def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu",
     """
     path = Path(checkpoint)
     if path.is_dir():
-        path = path / "best.pt"
+        path = path / BEST_CKPT
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     model = model_from_config(ckpt["model_config"])
     state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]

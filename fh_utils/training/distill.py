@@ -162,7 +162,7 @@ class DistillationLoss(nn.Module):
     """``(1 - alpha) * hard + alpha * T**2 * KL`` summed over heads with the hard loss's head weights.
 
     Args:
-        hard: The task's hard-label loss (:class:`fh_utils.training.engine.MultiHeadLoss`: label smoothing,
+        hard: The task's hard-label loss (:class:`fh_utils.training.losses.MultiHeadLoss`: label smoothing,
             head weights, optional logit adjustment).
         alpha: Weight of the soft (teacher) term, 0..1.
         temperature: Softmax temperature of both teacher and student in the soft term.

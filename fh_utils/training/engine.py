@@ -4,6 +4,10 @@ The loop is driven by the task description (heads, metric), runs on CUDA, MPS or
 into one run folder (see :mod:`fh_utils.runs`). Each epoch's randomness is seeded from ``(seed, epoch)`` and
 ``last.pt`` holds the whole training state, so ``fit(..., resume=True)`` after an interruption replays the
 remaining epochs exactly as an uninterrupted run would (bit for bit on CPU).
+
+What the loop is made of lives beside it: the losses (:mod:`~fh_utils.training.losses`), the optimiser
+(:mod:`~fh_utils.training.optim`), the learning-rate schedule (:mod:`~fh_utils.training.scheduler`), the saved
+state (:mod:`~fh_utils.training.checkpoint`) and the device and precision (:mod:`~fh_utils.training.device`).
 """
 
 from __future__ import annotations
@@ -11,18 +15,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -36,14 +38,18 @@ from fh_utils.runs import (
     EPOCH_PREDICTIONS_FILE,
     LAST_CKPT,
     METRICS_FILE,
-    atomic_write,
     read_json,
     write_history,
     write_json,
 )  # fmt: skip
 from fh_utils.tasks import Task, get_task
+from fh_utils.training.checkpoint import TrainingState
 from fh_utils.training.config import TrainConfig
+from fh_utils.training.device import amp_dtype, resolve_device, set_threads, sum_dtype, uses_channels_last
+from fh_utils.training.losses import MultiHeadLoss
 from fh_utils.training.metrics import task_metrics
+from fh_utils.training.optim import create_optimizer
+from fh_utils.training.scheduler import UpdateCounter, create_scheduler, step_scheduler
 
 log = logging.getLogger("fh_utils.train")
 
@@ -57,142 +63,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def set_threads(num_workers: int, threads: int | None = None) -> int:
-    """Give torch the cores the data workers leave free (two busy processes on 2 cores slow torch 4x)."""
-    cores = os.cpu_count() or 1
-    n = threads or max(1, cores - num_workers)
-    torch.set_num_threads(n)
-    return n
-
-
-def _sum_dtype(device: torch.device) -> torch.dtype:
-    # Running sums on the device: float64 (the precision of the Python floats they replace) where it exists.
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
-        return None
-    if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
-def class_priors(targets: np.ndarray, task: Task) -> dict[str, torch.Tensor]:
-    """Training class frequencies of every head (for logit adjustment) from ``(N, n_heads)`` targets."""
-    priors = {}
-    for j, head in enumerate(task.heads):
-        counts = np.bincount(targets[:, j], minlength=head.num_classes) + 1e-3  # float64: int counts + a float
-        priors[head.column] = torch.tensor(counts / counts.sum(), dtype=torch.float32)
-    return priors
-
-
-def logit_adjusted_loss(
-    logits: torch.Tensor, target: torch.Tensor, prior: torch.Tensor, tau: float = 1.0, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """Logit-adjusted cross-entropy (Menon et al., 2021): CE on ``logits + tau * log(prior)``.
-
-    Training against prior-shifted logits makes the raw logits estimate the balanced posterior, so predicting
-    with the raw logits maximises mean per-class accuracy. ``tau=1`` equals the balanced softmax loss.
-    """
-    return F.cross_entropy(logits + tau * prior.log().to(logits), target, label_smoothing=label_smoothing)
-
-
-class MultiHeadLoss(nn.Module):
-    """Sum over heads of (optionally logit-adjusted) cross-entropy, with per-head weights."""
-
-    def __init__(self, task: Task, cfg: TrainConfig, priors: dict[str, torch.Tensor] | None = None):
-        super().__init__()
-        self.task = task
-        self.smoothing = cfg.label_smoothing
-        self.weights = {h.column: float((cfg.head_weights or {}).get(h.column, 1.0)) for h in task.heads}
-        self.priors = priors if cfg.loss == "logit_adjust" else None
-        self.tau = cfg.logit_adjust_tau
-        # log(prior) once, as buffers: .to(device) moves them, so no step copies a CPU tensor to the GPU (a sync).
-        for j, head in enumerate(task.heads):
-            if self.priors is not None:
-                self.register_buffer(f"log_prior_{j}", self.priors[head.column].log(), persistent=False)
-
-    def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        """Weighted sum of the heads' losses; ``targets`` is ``(B, n_heads)``."""
-        total = 0.0
-        for j, head in enumerate(self.task.heads):
-            logits, y = outputs[head.column].float(), targets[:, j]
-            if self.priors is not None:  # logit_adjusted_loss with the log prior already on the device
-                shifted = logits + self.tau * getattr(self, f"log_prior_{j}").to(logits)
-                loss = F.cross_entropy(shifted, y, label_smoothing=self.smoothing)
-            else:
-                loss = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
-            total = total + self.weights[head.column] * loss
-        return total
-
-
-def _create_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on biases and norm parameters, as timm's optimizer factory does.
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def _create_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    if cfg.scheduler == "cosine_restarts":
-        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.t_0, T_mult=cfg.t_mult,
-                                                                    eta_min=cfg.min_lr)  # fmt: skip
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    floor = cfg.min_lr / cfg.lr
-
-    def factor(step: int) -> float:
-        if cfg.scheduler == "none":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-class _UpdateCounter:
-    """Counts the updates an optimizer makes (its step post-hook: no read from the device).
-
-    With fp16 the GradScaler skips the update of a step whose gradients overflowed (the first steps, while it
-    finds its scale); the scheduler then does not step either, so the schedule counts updates, as accelerate's
-    scheduler wrapper does (``step_was_skipped``), and torch's "``lr_scheduler.step()`` before
-    ``optimizer.step()``" warning has no cause. Without fp16 every step updates: nothing changes.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-        self.count = 0
-        optimizer.register_step_post_hook(self._updated)
-
-    def _updated(self, *_: Any) -> None:
-        self.count += 1
-
-
-def _step_scheduler(sched, cfg: TrainConfig, epoch: int, i: int, n: int) -> None:
-    if cfg.scheduler == "cosine_restarts":
-        sched.step(epoch + (i + 1) / n)  # fractional epochs, as the seed stepped it
-    else:
-        sched.step()
 
 
 @torch.inference_mode()
@@ -216,7 +86,7 @@ def evaluate(
     device = resolve_device(device) if isinstance(device, str) else device
     model.eval()
     preds, targets, probs = [], [], {h.column: [] for h in task.heads}
-    loss_sum, n = torch.zeros((), dtype=_sum_dtype(device), device=device), 0
+    loss_sum, n = torch.zeros((), dtype=sum_dtype(device), device=device), 0
     for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
@@ -254,70 +124,6 @@ EpochCallback = Callable[[dict], None]
 
 
 @dataclass
-class TrainingState:
-    """Everything a run needs to continue after an interruption; ``last.pt`` is its :meth:`state_dict`.
-
-    The RNGs are not part of it: every epoch re-seeds them from ``(seed, epoch)`` (see
-    :func:`fh_utils.data.datasets.seed_epoch`), which is what makes a resumed run replay exactly.
-    """
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    ema: nn.Module | None = None
-    epoch: int = 0
-    history: list[dict] = field(default_factory=list)
-    best_score: float = -math.inf
-    best_epoch: int = -1
-    bad_epochs: int = 0
-
-    @property
-    def eval_model(self) -> nn.Module:
-        """The weights that are evaluated and kept as ``best.pt``: the EMA when there is one."""
-        return self.ema.module if self.ema is not None else self.model
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain containers and tensors only (``torch.load(weights_only=True)`` reads it back)."""
-        return {
-            "model": self.model.state_dict(),
-            "model_config": getattr(self.model, "model_config", {}),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "epoch": self.epoch,
-            "history": self.history,
-            "best_score": self.best_score,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
-        }
-
-    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict` output; ``epoch`` becomes the next epoch to train."""
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        if self.ema is not None and ckpt.get("ema") is not None:
-            self.ema.module.load_state_dict(ckpt["ema"])
-        self.history, self.epoch = list(ckpt["history"]), int(ckpt["epoch"]) + 1
-        self.best_score, self.best_epoch, self.bad_epochs = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad_epochs"]
-
-    def save(self, path: Path) -> None:
-        """Write :meth:`state_dict` atomically."""
-        state = self.state_dict()
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-    def save_weights(self, path: Path) -> None:
-        """Write the evaluated weights alone (``best.pt``): what :func:`fh_utils.models.load_model` reads."""
-        model = self.eval_model
-        state = {"model": model.state_dict(), "model_config": getattr(self.model, "model_config", {}),
-                 "epoch": self.epoch, "best_score": self.best_score}  # fmt: skip
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-@dataclass
 class FitResult:
     """What :func:`fit` returns: the run folder, per-epoch history and the best epoch's metrics."""
 
@@ -341,7 +147,7 @@ class _Loop:
     progress: bool
     teacher: nn.Module | None = None  # frozen, never part of the saved state (fh_utils.training.distill)
     distill: nn.Module | None = None
-    updates: _UpdateCounter | None = None  # the optimizer's updates (a skipped fp16 step makes none)
+    updates: UpdateCounter | None = None  # the optimizer's updates (a skipped fp16 step makes none)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -375,9 +181,11 @@ def fit(
         resume: Continue from ``run_dir/last.pt`` when it exists.
         progress: Show tqdm progress bars.
         task: Task description (default: the one the model was built for).
-        class_priors: Training class frequencies per head (:func:`class_priors`); needed by
-            ``loss="logit_adjust"``.
-        sections: More sections of ``config.json`` (e.g. ``{"data": ..., "run": ...}``).
+        class_priors: Training class frequencies per head (:func:`fh_utils.training.losses.class_priors`);
+            needed by ``loss="logit_adjust"``.
+        sections: More sections of ``config.json`` (e.g. ``{"data": ..., "run": ...}``); a ``"model"`` section
+            (the model's settings, :class:`fh_utils.models.config.ModelConfig`) gets the model's own record
+            (its ``model_config``) merged over it.
         extra_metrics: Merged into ``metrics.json`` (e.g. the colour baseline's score).
         callbacks: Called with each epoch's history row after it is saved; a callback may raise to stop
             the run (``optuna.TrialPruned``), which leaves ``last.pt`` valid.
@@ -397,7 +205,8 @@ def fit(
     cfg = TrainConfig.from_dict({**base, **overrides})
     task = _resolve_task(model, task)
     if cfg.loss == "logit_adjust" and class_priors is None:
-        raise ValueError("loss='logit_adjust' needs class_priors: pass engine.class_priors(train targets, task)")
+        raise ValueError("loss='logit_adjust' needs class_priors: pass "
+                         "fh_utils.training.losses.class_priors(train targets, task)")  # fmt: skip
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(run_dir)
@@ -411,14 +220,22 @@ def fit(
             sections = {**(sections or {}), "teacher": loop.teacher.describe()}
         last_path = run_dir / LAST_CKPT
         if resume and last_path.exists():
-            state.load_state_dict(torch.load(last_path, map_location=device, weights_only=True))
+            state.load(last_path, device)
             log.info("resumed from %s at epoch %d", last_path, state.epoch + 1)
             _warn_if_teacher_dropped(run_dir, loop)
         runtime = {"device": str(device), "amp_dtype": str(loop.amp_dtype), "channels_last": loop.channels_last,
                    "torch_threads": threads, "train_rows": len(loaders["train"].dataset),
                    "val_rows": len(loaders["val"].dataset) if "val" in loaders else 0}  # fmt: skip
-        write_json(run_dir / CONFIG_FILE, {**(sections or {}), "task": task.to_dict(), "train": cfg.to_dict(),
-                                           "model": getattr(model, "model_config", {}), "runtime": runtime})
+        write_json(
+            run_dir / CONFIG_FILE,
+            {
+                **(sections or {}),
+                "task": task.to_dict(),
+                "train": cfg.to_dict(),
+                "model": {**(sections or {}).get("model", {}), **getattr(model, "model_config", {})},
+                "runtime": runtime,
+            },
+        )
         from fh_utils.training.watch import RunWatch  # state.json and TensorBoard scalars (tb/) of the run
 
         with RunWatch(run_dir, state.history, cfg.epochs, extra_metrics) as watch:
@@ -452,8 +269,11 @@ def _warn_if_teacher_dropped(run_dir: Path, loop: _Loop) -> None:
     # The teacher is not in last.pt (only the student is saved): a resume must be given it again.
     before = read_json(run_dir / CONFIG_FILE).get("teacher") if (run_dir / CONFIG_FILE).exists() else None
     if before and loop.teacher is None:
-        log.warning("this run was distilled from %s; resuming without a teacher trains on labels only from here "
-                    "(pass the same teacher to continue the distillation)", ", ".join(before.get("members", [])))
+        log.warning(
+            "this run was distilled from %s; resuming without a teacher trains on labels only from here "
+            "(pass the same teacher to continue the distillation)",
+            ", ".join(before.get("members", [])),
+        )
 
 
 def _resolve_task(model: nn.Module, task: Task | str | None) -> Task:
@@ -469,19 +289,19 @@ def _resolve_task(model: nn.Module, task: Task | str | None) -> Task:
 def _setup(model, train_loader, cfg: TrainConfig, task: Task, device, priors, progress) -> tuple[_Loop, TrainingState]:
     from timm.utils import ModelEmaV3
 
-    amp_dtype = _amp_dtype(cfg, device)
-    channels_last = device.type == "cuda" if cfg.channels_last == "auto" else bool(cfg.channels_last)
+    dtype = amp_dtype(cfg, device)
+    channels_last = uses_channels_last(cfg, device)
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
-    opt = _create_optimizer(model, cfg)
-    state = TrainingState(model, opt, _create_scheduler(opt, cfg, len(train_loader)),
-                          torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), ema)  # fmt: skip
+    opt = create_optimizer(model, cfg)
+    state = TrainingState(model, opt, create_scheduler(opt, cfg, len(train_loader)),
+                          torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), ema)  # fmt: skip
     criterion = MultiHeadLoss(task, cfg, priors).to(device)
     step_model = torch.compile(model) if cfg.compile else model
-    loop = _Loop(cfg, task, device, amp_dtype, channels_last, criterion, step_model, progress,
-                 updates=_UpdateCounter(opt))  # fmt: skip
+    loop = _Loop(cfg, task, device, dtype, channels_last, criterion, step_model, progress,
+                 updates=UpdateCounter(opt))  # fmt: skip
     return loop, state
 
 
@@ -494,7 +314,7 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
     # PROGRESS_EVERY steps): reading a device value every step makes the host wait for the GPU every batch.
     # Summed in float64 with the operations of the Python sums they replace, so the logged values are unchanged.
     names = ["train_loss", "train_top1", *(["train_ce", "train_kd"] if loop.distill is not None else [])]
-    sums = torch.zeros(len(names), dtype=_sum_dtype(loop.device), device=loop.device)
+    sums = torch.zeros(len(names), dtype=sum_dtype(loop.device), device=loop.device)
     seen = 0
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False, disable=not loop.progress)
     for i, (x, y) in enumerate(bar):
@@ -519,8 +339,8 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
         updates = loop.updates.count
         state.scaler.step(state.optimizer)
         state.scaler.update()
-        if loop.updates.count > updates:  # not when the GradScaler skipped the update (fp16 overflow): _UpdateCounter
-            _step_scheduler(state.scheduler, cfg, state.epoch, i, len(loader))
+        if loop.updates.count > updates:  # not when the GradScaler skipped the update (fp16 overflow): UpdateCounter
+            step_scheduler(state.scheduler, cfg, state.epoch, i, len(loader))
         if state.ema is not None:
             state.ema.update(state.model, step=state.epoch * len(loader) + i)
         with torch.no_grad():
@@ -625,6 +445,7 @@ def _log_epoch(loop: _Loop, row: dict, improved: bool) -> None:
     log.info(msg)
     if loop.progress:
         tqdm.write(msg)
+
 
 @torch.inference_mode()
 def predict(

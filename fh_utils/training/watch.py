@@ -1,7 +1,7 @@
 """What :func:`fit <fh_utils.training.engine.fit>` writes for people watching a run: its state and TensorBoard.
 
 :class:`RunWatch` wraps the epoch loop of one ``fit`` call: on entry ``state.json`` says ``"running"`` (with
-host, pid, epochs) and a heartbeat thread rewrites it every :data:`fh_utils.runs.HEARTBEAT_S` seconds; the
+host, pid, epochs) and a heartbeat thread rewrites it every :data:`fh_utils.runs.RUN_HEARTBEAT_S` seconds; the
 TensorBoard event file is started from the history the call resumes from (:class:`EpochBoard`). After each
 epoch (:meth:`RunWatch.on_epoch`, the first of ``fit``'s epoch callbacks) the epoch's scalars are appended and
 the heartbeat thread rewrites the state with the epoch (the loop never waits for that write). On exit the state
@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from types import TracebackType
 
-from fh_utils.runs import HEARTBEAT_S, RunHeartbeat, read_run_state, write_run_state
+from fh_utils.runs import RUN_HEARTBEAT_S, RunHeartbeat, read_run_state, write_run_state
 from fh_utils.training.tensorboard import EpochBoard
 
 log = logging.getLogger("fh_utils.train")
@@ -47,7 +47,7 @@ class RunWatch:
     """
 
     def __init__(self, run_dir: str | Path, history: list[dict], epochs: int, extra_metrics: dict | None = None,
-                 tensorboard: bool | None = None, heartbeat: float = HEARTBEAT_S):  # fmt: skip
+                 tensorboard: bool | None = None, heartbeat: float = RUN_HEARTBEAT_S):  # fmt: skip
         self.run_dir, self.history, self.epochs = Path(run_dir), history, int(epochs)
         write_events = TENSORBOARD if tensorboard is None else tensorboard
         self.board = EpochBoard(run_dir, extra_metrics) if write_events else None

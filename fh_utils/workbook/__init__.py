@@ -1,4 +1,1 @@
-"""Workbook layer: what the numbered notebooks call, and the papermill runner behind ``make demo``.
-
-Training steps (``workflow``), evaluation, submission, EDA tables and plots.
-"""
+"""What the numbered notebooks call: training steps, evaluation, notebook 05's prediction, comparison, EDA, plots."""

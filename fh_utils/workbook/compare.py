@@ -8,13 +8,16 @@
 
     {"task": "st2", "metric": "acsa", "k": 3, "created": "2026-...",
      "runs": [{"rank": 1, "run": "st2-seeds/t0003", "run_dir": "/abs/outputs/runs/st2-seeds/t0003",
-               "score": 0.61, "split": "val", "best_epoch": 11}, ...]}
+               "score": 0.61, "estimate": 0.55, "estimate_low": 0.49, "estimate_high": 0.61,
+               "split": "val", "best_epoch": 11}, ...], "rank_by": "estimate"}
 
-ranked by validation score, best first; runs without a validation score (``split="full"``) are left out, and
-fold runs are scored on their own held-out fold, not on the official val split (``split`` says which). Each run
-has a ``state`` (running, finished, failed, pruned, killed: :func:`fh_utils.runs.read_run_state`, or the trial's
-state where the sweep's study is at hand); ``top_k.json`` takes finished runs only unless told otherwise
-(``states``), so a half-trained run is never handed to an ensemble.
+ranked by the honest estimate (:mod:`fh_utils.scoring.report`: what the saved checkpoint will score on unseen
+photos, never chosen on the rows it is scored on), best first; a run written before estimates existed is ranked by
+its best-epoch ``score``, which is optimistic (``rank_by="score"`` ranks every run that way); runs without a
+validation score (``split="full"``) are left out, and fold runs are scored on their own held-out fold, not on the
+official val split (``split`` says which). Each run has a ``state`` (running, finished, failed, pruned, killed:
+:func:`fh_utils.runs.read_run_state`, or the trial's state where the sweep's study is at hand); ``top_k.json`` takes
+finished runs only unless told otherwise (``states``), so a half-trained run is never handed to an ensemble.
 """
 
 from __future__ import annotations
@@ -31,16 +34,19 @@ from matplotlib.figure import Figure
 
 from fh_utils.io import read_json, write_json
 from fh_utils.paths import runs_dir
-from fh_utils.runs import BEST_CKPT, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, read_run_state
+from fh_utils.runs import BEST_CKPT, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, RUNS_CSV, TOP_K_FILE, read_run_state
+from fh_utils.scoring.report import estimate_summary
 from fh_utils.tasks import get_task
 
-RUNS_CSV, TOP_K_FILE = "runs.csv", "top_k.json"
 # Settings that say where or how fast a run ran, not what it trained: never "parameters that differ".
 IGNORED = {"run_name", "resume", "num_workers", "threads", "device", "cache", "cache_dir", "nobg_root",
            "eval_batch_size", "progress", "on_error", "channels_last", "compile", "amp", "class_names"}  # fmt: skip
 GROUPING = ("seed", "split")  # runs that differ only in these are repeats of one recipe
-BASE_COLUMNS = ["run", "task", "sweep", "recipe", "state", "score", "baseline_score", "best_epoch", "epochs", "wall_s",
-                "size_mb", "split", "validation", "run_dir"]  # fmt: skip
+ESTIMATE_COLUMNS = ["estimate", "estimate_low", "estimate_high", "last_epoch_score", "last3_score"]
+BASE_COLUMNS = ["run", "task", "sweep", "recipe", "state", "estimate", "estimate_low", "estimate_high", "score",
+                "last_epoch_score", "last3_score", "baseline_score", "best_epoch", "epochs", "wall_s", "size_mb",
+                "split", "validation", "run_dir"]  # fmt: skip
+RANK_BY = ("estimate", "score")
 
 
 def _flat_parameters(config: dict) -> dict[str, Any]:
@@ -88,7 +94,7 @@ def collect_runs(root: str | Path | None = None, task: str = "", sweep: str = ""
         rows.append({
             "run": rel.as_posix(), "task": metrics.get("task"), "sweep": rel.parts[0] if len(rel.parts) > 1 else "",
             "state": read_run_state(run_dir)["state"],
-            "score": metrics.get("score"), "baseline_score": metrics.get("baseline_score"),
+            "score": metrics.get("score"), **estimate_summary(metrics), "baseline_score": metrics.get("baseline_score"),
             "best_epoch": metrics.get("epoch"), "epochs": epochs, "wall_s": wall,
             "size_mb": best.stat().st_size / 1e6 if best.exists() else None,
             "split": (config.get("data") or {}).get("split", "val"), "validation": metrics.get("validation", "val"),
@@ -103,7 +109,8 @@ def collect_runs(root: str | Path | None = None, task: str = "", sweep: str = ""
         frame = frame[frame["sweep"] == sweep]
     frame = frame.reset_index(drop=True)
     frame["state"] = _with_trial_states(frame)
-    frame["score"] = pd.to_numeric(frame["score"], errors="coerce")
+    for column in ["score", *ESTIMATE_COLUMNS]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame.insert(3, "recipe", recipe_labels(frame))
     return frame
 
@@ -113,7 +120,7 @@ def _with_trial_states(frame: pd.DataFrame) -> list[str]:
     sweeps = sorted(s for s in frame["sweep"].unique() if s)
     if not sweeps:
         return list(frame["state"])
-    from fh_utils.workbook.dashboard import combined_state, trial_states
+    from fh_utils.sweeps.dashboard import combined_state, trial_states
 
     studies = {name: trial_states(name) for name in sweeps}
     return [combined_state(r.state, studies.get(r.sweep, {}).get(r.run)) for r in frame.itertuples()]
@@ -136,12 +143,30 @@ def recipe_labels(frame: pd.DataFrame) -> pd.Series:
     return frame.apply(lambda row: " ".join(f"{n}={row[f'param_{n}']}" for n in names), axis=1)
 
 
-def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table notebook 06 shows and saves: base columns, then the parameters that differ, best score first."""
+def ranking_score(frame: pd.DataFrame, rank_by: str = "estimate") -> pd.Series:
+    """The number runs are ranked by.
+
+    The honest estimate (the best-epoch score where a run has none), or the best-epoch ``score`` for every run
+    (``rank_by="score"``).
+    """
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by {rank_by!r}: expected one of {', '.join(RANK_BY)}")
+    if rank_by == "score" or "estimate" not in frame:
+        return frame["score"]
+    return frame["estimate"].fillna(frame["score"])
+
+
+def comparison_table(frame: pd.DataFrame, rank_by: str = "estimate") -> pd.DataFrame:
+    """The table notebook 06 shows and saves: base columns, then the parameters that differ, best first.
+
+    Ranked by :func:`ranking_score` (the honest estimate by default).
+    """
     params = [f"param_{n}" for n in differing_parameters(frame)]
     columns = [c for c in BASE_COLUMNS if c in frame] + params
     table = frame[columns].rename(columns={p: p[len("param_") :] for p in params})
-    return table.sort_values(["task", "score"], ascending=[True, False], na_position="last").reset_index(drop=True)
+    table = table.assign(_rank=ranking_score(frame, rank_by).to_numpy())
+    table = table.sort_values(["task", "_rank"], ascending=[True, False], na_position="last")
+    return table.drop(columns="_rank").reset_index(drop=True)
 
 
 def recipe_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -166,36 +191,44 @@ def best_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return scored.loc[scored.groupby("task")["score"].idxmax()].reset_index(drop=True)
 
 
-def top_k_runs(frame: pd.DataFrame, k: int, task: str = "st2",
-               states: tuple[str, ...] | None = ("finished",)) -> pd.DataFrame:  # fmt: skip
-    """The ``k`` best-scoring runs of ``task`` (the candidates of an ensemble), best first.
+def top_k_runs(frame: pd.DataFrame, k: int, task: str = "st2", states: tuple[str, ...] | None = ("finished",),
+               rank_by: str = "estimate") -> pd.DataFrame:  # fmt: skip
+    """The ``k`` best runs of ``task`` (the candidates of an ensemble) by :func:`ranking_score`, best first.
 
     Args:
         frame: From :func:`collect_runs`.
         k: How many.
         task: Task name.
         states: Run states to take (default finished runs only); None takes every run.
+        rank_by: ``"estimate"`` (the honest estimate; default) or ``"score"`` (the optimistic best epoch).
     """
     scored = frame[(frame["task"] == task)].dropna(subset=["score"])
     if states is not None and "state" in scored:
         scored = scored[scored["state"].isin(states)]
-    return scored.sort_values("score", ascending=False).head(k).reset_index(drop=True)
+    scored = scored.assign(_rank=ranking_score(scored, rank_by).to_numpy())
+    return scored.sort_values("_rank", ascending=False).drop(columns="_rank").head(k).reset_index(drop=True)
 
 
 def write_top_k(run_dir: str | Path, frame: pd.DataFrame, k: int, task: str = "st2",
-                states: tuple[str, ...] | None = ("finished",)) -> Path:  # fmt: skip
+                states: tuple[str, ...] | None = ("finished",), rank_by: str = "estimate") -> Path:  # fmt: skip
     """Write ``top_k.json`` (format in the module docstring) into ``run_dir``; returns its path.
 
     ``states`` as in :func:`top_k_runs`: finished runs only unless told otherwise (each entry records its state).
     """
-    top = top_k_runs(frame, k, task, states)
+    top = top_k_runs(frame, k, task, states, rank_by)
     metric = get_task(task).metric
-    runs = [{"rank": i + 1, "run": r["run"], "run_dir": r["run_dir"], "score": float(r["score"]), "split": r["split"],
+
+    def number(value: Any) -> float | None:
+        return None if value is None or pd.isna(value) else float(value)
+
+    runs = [{"rank": i + 1, "run": r["run"], "run_dir": r["run_dir"], "score": float(r["score"]),
+             **{c: number(r.get(c)) for c in ("estimate", "estimate_low", "estimate_high")}, "split": r["split"],
              "best_epoch": None if pd.isna(r["best_epoch"]) else int(r["best_epoch"]), "state": r.get("state")}
             for i, r in top.iterrows()]  # fmt: skip
     path = Path(run_dir) / TOP_K_FILE
     created = datetime.now().isoformat(timespec="seconds")
-    write_json(path, {"task": task, "metric": metric, "k": int(k), "created": created, "runs": runs})
+    write_json(path, {"task": task, "metric": metric, "k": int(k), "created": created, "runs": runs,
+                      "rank_by": rank_by})  # fmt: skip
     return path
 
 
@@ -296,7 +329,7 @@ def sweep_importances(sweeps: list[str]) -> dict[str, dict[str, float]]:
         try:
             import optuna
 
-            from fh_utils.workbook.sweeps import open_sweep
+            from fh_utils.sweeps.study import open_sweep
 
             study = open_sweep(name)
             done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -314,4 +347,34 @@ def importance_figure(importances: dict[str, dict[str, float]]) -> Figure:
     for ax, (name, values) in zip(axes, importances.items()):
         ax.barh(list(values), list(values.values()), color="#8172B3")
         ax.set_title(f"{name}: parameter importance (Optuna)", fontsize=9)
+    return fig
+
+
+def estimate_vs_leaderboard(ledger: pd.DataFrame) -> Figure | None:
+    """The submissions' honest estimates (with their intervals) and best-epoch scores against the leaderboard.
+
+    Points on the diagonal: the number predicted the leaderboard. None until a ledger row has a leaderboard score
+    (``python -m fh_utils ledger NAME SCORE``).
+    """
+    scored = ledger.dropna(subset=["leaderboard"]) if "leaderboard" in ledger else ledger.iloc[0:0]
+    if scored.empty:
+        return None
+    fig = _figure(5.5, 5.0)
+    ax = fig.subplots()
+    lb = scored["leaderboard"].astype(float)
+    est = pd.to_numeric(scored["estimate"], errors="coerce")
+    low = pd.to_numeric(scored["estimate_low"], errors="coerce")
+    high = pd.to_numeric(scored["estimate_high"], errors="coerce")
+    ax.errorbar(lb, est, yerr=[(est - low).clip(lower=0), (high - est).clip(lower=0)], fmt="o", capsize=3,
+                label="honest estimate (90 % interval)")  # fmt: skip
+    ax.scatter(lb, pd.to_numeric(scored["best_epoch_score"], errors="coerce"), marker="x", color="tab:red",
+               label="best val epoch (optimistic)")  # fmt: skip
+    for x, y, name in zip(lb, est, scored["name"]):
+        ax.annotate(str(name), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    values = pd.concat([lb, est.dropna(), high.dropna(), pd.to_numeric(scored["best_epoch_score"], errors="coerce")])
+    lo, hi = float(values.min()) - 0.02, float(values.max()) + 0.02
+    ax.plot([lo, hi], [lo, hi], color="gray", linewidth=0.8, linestyle="--")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="leaderboard score", ylabel="score the workbook reported",
+           title="Did the reported number predict the leaderboard?")  # fmt: skip
+    ax.legend(fontsize=8, loc="upper left")
     return fig

@@ -15,14 +15,13 @@ import torch
 
 from fh_utils.data.datasets import FashionHowDataset
 from fh_utils.io import atomic_write, read_json, write_json
-from fh_utils.runs import BEST_CKPT, METRICS_FILE
+from fh_utils.runs import BEST_CKPT, METRICS_FILE, PREDICTIONS_FILE
+from fh_utils.scoring.report import ESTIMATES_KEY, describe
 from fh_utils.tasks import Task
 from fh_utils.training.metrics import confusion_matrix
 
 if TYPE_CHECKING:
     from fh_utils.workbook.workflow import RunSetup
-
-PREDICTIONS_FILE = "val_predictions.csv"
 
 
 def per_class_series(result: dict, run_dir: str | Path, task: Task) -> tuple[dict, dict | None]:
@@ -126,13 +125,19 @@ def no_validation_message(setup: RunSetup) -> str:
 
 
 def score_report(run_dir: str | Path, result: dict | None = None) -> str:
-    """The closing lines of a training notebook: best validation score, and the colour baseline's (ST2)."""
+    """The closing lines of a training notebook.
+
+    The best validation score, the colour baseline's (ST2), and the honest numbers beside them
+    (:func:`fh_utils.scoring.report.describe`: the one to trust, and why).
+    """
     m = read_json(Path(run_dir) / METRICS_FILE)
     lines = [f"{m['task'].upper()} best val score ({m['metric']}): {m['score']:.4f} at epoch {m['epoch']}"]
     if result is not None:
         lines.append(f"re-evaluated {BEST_CKPT} (tta {m.get('tta', 'none')}): {result['score']:.4f}")
     if m.get("baseline_score") is not None:
         lines.append(f"colour baseline (histograms + logistic regression): {m['baseline_score']:.4f}")
+    if m.get(ESTIMATES_KEY):
+        lines += ["", "Which number to trust:", describe(m[ESTIMATES_KEY])]
     lines.append(f"run folder: {run_dir}")
     return "\n".join(lines)
 

@@ -28,20 +28,25 @@ import pandas as pd
 import torch
 
 from fh_utils.data import reader as _data
-from fh_utils.inference.predictor import MODEL_FILES, Predictor, load_members, model_file
+from fh_utils.inference.predictor import Predictor
 from fh_utils.inference.predictor import _predictions as _predictions
 from fh_utils.io import atomic_write, read_json, write_json
 from fh_utils.models.ensemble import Member, build_ensemble, check_budget, members_task, save_ensemble
 from fh_utils.models.factory import state_dict_size_mb
-from fh_utils.runs import BEST_CKPT, CONFIG_FILE, config_task, create_run_dir, latest_run, run_candidates
+from fh_utils.paths import resolve_data_root
+from fh_utils.runs import (
+    CONFIG_FILE,
+    SUBMISSION_FILE,
+    SUBMISSION_METRICS_FILE,
+    config_task,
+    create_run_dir,
+    model_file,
+    parse_weights,
+    resolve_run_dirs,
+)  # fmt: skip
 from fh_utils.tasks import Task, get_task
 from fh_utils.training.metrics import task_metrics
 from fh_utils.training.tta import check_tta
-from fh_utils.workbook.workflow import resolve_data_root
-
-__all__ = ["MODEL_FILES", "load_members"]  # re-exported: the prediction half lives in fh_utils.inference
-
-SUBMISSION_FILE, SUBMISSION_METRICS_FILE = "submission.csv", "submission_metrics.json"
 
 
 @dataclass
@@ -79,69 +84,6 @@ class SubmissionSetup:
         return "\n".join(lines)
 
 
-def resolve_run_dir(run_dir: str | Path = "", task: str = "") -> Path:
-    """A folder with a model file (``best.pt``, ``ensemble.pt``, ``model_int8.pt``).
-
-    ``run_dir`` is a path (absolute, relative to the working directory or to the repository root), a run name
-    under ``outputs/runs``, or ``""`` (the newest run of ``task`` with ``best.pt``).
-
-    Raises:
-        FileNotFoundError: No model file in any of those places, each named.
-    """
-    if not str(run_dir):
-        return latest_run(task or None, BEST_CKPT)
-    candidates = run_candidates(run_dir)
-    for candidate in candidates:
-        if model_file(candidate) is not None:
-            return candidate.resolve()
-    raise FileNotFoundError(f"no {' / '.join(MODEL_FILES)} for {str(run_dir)!r}; looked in "
-                            + ", ".join(str(c) for c in candidates))  # fmt: skip
-
-
-def _runs_from_json(path: Path) -> list[str]:
-    """Run folders listed in a JSON file: a list, or ``{"runs": [...]}``.
-
-    Entries are paths or dicts with ``run_dir`` / ``run`` / ``path``. Relative paths start at the JSON's folder,
-    then at ``outputs/runs``.
-    """
-    data = read_json(path)
-    entries = data.get("runs") if isinstance(data, dict) else data
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{path}: expected a list of run folders, or {{'runs': [...]}}, got {type(data).__name__}")
-    out = []
-    for entry in entries:
-        if isinstance(entry, dict):
-            entry = next((entry[k] for k in ("run_dir", "run", "path") if k in entry), None)
-        if not isinstance(entry, str):
-            raise ValueError(f"{path}: cannot read a run folder from {entry!r}")
-        rel = path.parent / entry
-        out.append(str(rel) if not Path(entry).is_absolute() and model_file(rel) else entry)
-    return out
-
-
-def resolve_run_dirs(run_dir: str | Path = "", task: str = "") -> list[Path]:
-    """The run folders of ``run_dir``: one folder, comma-separated folders, or a JSON file that lists them."""
-    text = str(run_dir).strip()
-    if text.endswith(".json") and "," not in text:
-        found = [c for c in run_candidates(text) if c.is_file()]
-        if not found:
-            raise FileNotFoundError(f"run list {text!r} not found; looked in "
-                                    + ", ".join(str(c) for c in run_candidates(text)))  # fmt: skip
-        names = _runs_from_json(found[0])
-    else:
-        names = [t.strip() for t in text.split(",") if t.strip()] or [""]
-    return [resolve_run_dir(n, task) for n in names]
-
-
-def _parse_weights(weights: str | list[float] | tuple[float, ...] | None, n: int) -> list[float] | None:
-    if weights is None or weights == "" or weights == []:
-        return None
-    values = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
-    if len(values) != n:
-        raise ValueError(f"{len(values)} weights for {n} runs")
-    return values
-
-
 def _default_images_dir(csv: Path) -> Path:
     """``<csv folder>/<split>`` for a ``*_train/_val/_test.csv``, else ``<csv folder>/test``."""
     split = next((s for s in _data.SPLITS if csv.stem.endswith(f"_{s}")), "test")
@@ -175,7 +117,7 @@ def prepare_submission(
     runs = resolve_run_dirs(run_dir, task)
     members: list[Path] = []
     if len(runs) > 1:
-        ensemble = build_ensemble(runs, _parse_weights(weights, len(runs)), enforce_rules=enforce_rules)
+        ensemble = build_ensemble(runs, parse_weights(weights, len(runs)), enforce_rules=enforce_rules)
         name = members_task(ensemble).name
         if task and task != name:
             raise ValueError(f"task={task!r} but the runs were trained for {name!r}")

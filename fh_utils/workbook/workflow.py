@@ -4,7 +4,8 @@ Both notebooks are the same notebook for another ``task``. Their flat parameters
 three configuration objects the package knows, each saved in ``config.json`` under its own key:
 
 - ``data``: :class:`fh_utils.data.config.DataConfig` (loaders),
-- ``model``: the arguments of :func:`fh_utils.models.create_model` (the model's ``model_config``),
+- ``model``: :class:`fh_utils.models.config.ModelConfig` (:func:`fh_utils.models.create_model`; the data
+  configuration takes its input side and colour spaces from it),
 - ``train``: :class:`fh_utils.training.config.TrainConfig` (the engine),
 
 plus ``run`` (the notebook-level choices: run name, resume, the ``imbalance`` knob that sets both the sampler and
@@ -13,9 +14,6 @@ the loss). A parameter that none of them declares is an error, never dropped.
 
 from __future__ import annotations
 
-import math
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,84 +24,25 @@ from torch.utils.data import DataLoader
 from fh_utils.config import UnknownSettingError, field_names
 from fh_utils.data.config import DataConfig
 from fh_utils.data.datasets import create_loaders
+from fh_utils.data.workers import resolve_num_workers
 from fh_utils.io import read_json, write_json
-from fh_utils.models.factory import DEFAULT_BACKBONE, create_model
-from fh_utils.paths import default_data_root, runs_dir
-from fh_utils.runs import LAST_CKPT, create_run_dir, latest_run, run_candidates
+from fh_utils.models.config import ModelConfig
+from fh_utils.models.factory import create_model
+from fh_utils.paths import resolve_data_root, runs_dir
+from fh_utils.runs import BASELINE_FILE, LAST_CKPT, create_run_dir, latest_run, run_candidates
+from fh_utils.scoring.report import ESTIMATES_KEY, write_run_estimates
+from fh_utils.sweeps.trial import pruning_callbacks, split_run_name
 from fh_utils.tasks import Task, get_task
 from fh_utils.training.config import TrainConfig
-from fh_utils.training.engine import FitResult, class_priors, fit, resolve_device, seed_everything
+from fh_utils.training.device import resolve_device
+from fh_utils.training.engine import FitResult, fit, seed_everything
+from fh_utils.training.losses import class_priors
+from fh_utils.training.optim import resolve_lr
 from fh_utils.training.tta import check_tta
 
-SCRATCH_LR, PRETRAINED_LR = 1e-4, 5e-6
 IMBALANCE_MODES = ("none", "sampler", "logit_adjust")
-MODEL_PARAMETERS = ("backbone", "pretrained", "img_size", "color_spaces", "color_hist", "drop_rate")
+MODEL_PARAMETERS = tuple(field_names(ModelConfig))
 RUN_PARAMETERS = ("run_name", "resume", "imbalance", "color_baseline", "tta", "teacher")
-BASELINE_FILE = "baseline.json"
-
-
-def resolve_data_root(data_root: str | Path = "") -> Path:
-    """``""`` gives :func:`fh_utils.paths.default_data_root`; a relative path starts at the working folder."""
-    return Path(data_root).expanduser().resolve() if str(data_root) else default_data_root().resolve()
-
-
-# The loader-worker rule of a GPU trial (issue 22): a trial needs as many workers as it takes to serve the crops
-# its GPU consumes. Both tables are by input side, px. CACHED_CROPS_PER_S_PER_WORKER: training crops/s one worker
-# process serves from the warm decode-once cache with the training augmentation (benchmarks/loader_throughput.py
-# --scaling). GPU_TRAIN_IMG_PER_S: img/s one fit consumes on the GPU, the recipes' models (fh_colornet at 56 px,
-# eva02_tiny at 224 px, bf16 + channels_last; benchmarks/gpu_sweep.sh). The loader's are measured (RESULTS.md,
-# issue 22: steady rate of one worker, products_b, the 2-core dev CPU, 2026-12-01); the GPU's are NOT measured yet
-# (no GPU lent so far): estimates from the models' step costs (a small model's step is bound by kernel launches).
-CACHED_CROPS_PER_S_PER_WORKER = {56: 1538.0, 112: 1037.0, 224: 568.0}
-GPU_TRAIN_IMG_PER_S = {56: 12000.0, 112: 6000.0, 224: 3000.0}
-LOADER_HEADROOM = 1.25  # workers for 125 % of the demand: augmentation cost varies, workers start every epoch
-MAX_WORKERS = 8
-
-
-def _by_size(table: dict[int, float], img_size: int) -> float:
-    # The figure of the nearest measured side on a log scale (64 px takes 56's, 160 px takes 224's).
-    return table[min(table, key=lambda side: abs(math.log(side / max(1, img_size))))]
-
-
-def workers_to_keep_up(img_per_s: float, crops_per_s_per_worker: float, headroom: float | None = None) -> int:
-    """Loader workers that serve ``img_per_s`` training crops a second, at least 1.
-
-    ``headroom`` is the margin over the demand (default :data:`LOADER_HEADROOM`).
-    """
-    headroom = LOADER_HEADROOM if headroom is None else headroom
-    return max(1, math.ceil(headroom * img_per_s / crops_per_s_per_worker))
-
-
-def resolve_num_workers(num_workers: int, device: torch.device | str = "cpu", cache: bool = True,
-                        img_size: int = 224, cores: int | None = None) -> int:  # fmt: skip
-    """``-1`` (auto) becomes a worker count for this machine; any other value is kept.
-
-    On 2 cores a worker process competes with the training process (torch slowed ~4x here), so auto gives 0
-    there. On the CPU with more cores: half of them (the other half trains), at most 4 with the decode-once cache
-    (cheap crops), 8 without. On a GPU the main process needs one core and the workers the rest, as many as keep
-    up with the GPU: with the cache :func:`workers_to_keep_up` of :data:`GPU_TRAIN_IMG_PER_S` at
-    :data:`CACHED_CROPS_PER_S_PER_WORKER` for ``img_size``, without it (decoding every epoch) all spare cores;
-    at most :data:`MAX_WORKERS` either way.
-
-    Args:
-        num_workers: The setting; ``-1`` is auto.
-        device: The training device.
-        cache: Whether crops come from the decode-once cache.
-        img_size: Input side, px (the per-worker rate and the GPU's consumption depend on it).
-        cores: The cores this run may use (a sweep trial's share, its ``threads``); default: the machine's.
-    """
-    if num_workers >= 0:
-        return int(num_workers)
-    cores = cores or os.cpu_count() or 1
-    if cores <= 2:
-        return 0
-    if torch.device(device).type == "cpu":
-        return max(0, min(4 if cache else MAX_WORKERS, cores // 2))
-    spare = min(MAX_WORKERS, cores - 1)
-    if not cache:
-        return spare
-    demand = _by_size(GPU_TRAIN_IMG_PER_S, img_size)
-    return min(spare, workers_to_keep_up(demand, _by_size(CACHED_CROPS_PER_S_PER_WORKER, img_size)))
 
 
 def training_parameter_names() -> tuple[str, ...]:
@@ -120,19 +59,21 @@ class RunSetup:
     run_dir: Path
     device: torch.device
     data: DataConfig
-    model: dict[str, Any]
+    model: ModelConfig
     train: TrainConfig
     run: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     split_record: dict[str, Any] = field(default_factory=dict)
 
     def sections(self) -> dict[str, dict]:
-        """The ``config.json`` sections this setup contributes (the engine adds ``train``, ``model``, ...).
+        """The ``config.json`` sections this setup contributes (the engine adds ``train``, ``task``, ...).
 
+        ``model`` is the model configuration, which the engine completes with the built model's record.
         ``split`` records which rows trained and which validated (:func:`fh_utils.data.folds.split_record`:
         for ``split="fold:K/N"`` the fold of every train and val row), filled by :func:`build_loaders`.
         """
-        return {"run": self.run, "data": self.data.to_dict(), "split": self.split_record or {"split": self.data.split}}
+        return {"run": self.run, "data": self.data.to_dict(), "model": self.model.to_dict(),
+                "split": self.split_record or {"split": self.data.split}}  # fmt: skip
 
     def describe(self) -> str:
         """A few lines for the notebook's derived-values cell."""
@@ -142,7 +83,7 @@ class RunSetup:
             f"data root {d.data_root}",
             f"run dir   {self.run_dir}",
             f"device    {self.device} (amp {t.amp}, {d.num_workers} loader workers)",
-            f"model     {m['backbone']} @ {m['img_size']} px, pretrained={m['pretrained']!r}",
+            f"model     {m.backbone} @ {m.img_size} px, pretrained={m.pretrained!r}",
             f"training  epochs {t.epochs}, batch {d.batch_size}, {t.optimizer} lr {t.lr:g}, {t.scheduler}, "
             f"imbalance={self.run['imbalance']}",
             f"split     {d.split}" + (" (train + val, no validation)" if d.split == "full" else ""),
@@ -155,7 +96,7 @@ def notebook_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
     return {k: namespace[k] for k in training_parameter_names() if k in namespace}
 
 
-def _split_parameters(task: Task, params: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
+def _split_parameters(task: Task, params: dict[str, Any]) -> tuple[dict, ModelConfig, dict, dict]:
     known = set(training_parameter_names())
     unknown = sorted(set(params) - known)
     if unknown:
@@ -166,10 +107,9 @@ def _split_parameters(task: Task, params: dict[str, Any]) -> tuple[dict, dict, d
     run["tta"] = check_tta(run["tta"])  # test-time augmentation of the notebook's final evaluation
     if run["imbalance"] not in IMBALANCE_MODES:
         raise ValueError(f"imbalance must be one of {IMBALANCE_MODES}, got {run['imbalance']!r}")
-    model = {"backbone": DEFAULT_BACKBONE, "pretrained": False, "img_size": 224, "color_spaces": "rgb",
-             "color_hist": False, "drop_rate": 0.0}  # fmt: skip
-    model.update({k: params[k] for k in MODEL_PARAMETERS if k in params})
-    data = {k: params[k] for k in field_names(DataConfig) if k in params}
+    model = ModelConfig.from_dict({k: params[k] for k in MODEL_PARAMETERS if k in params})
+    # The input side and colour spaces are the model's settings: the data configuration takes them from it.
+    data = {k: params[k] for k in field_names(DataConfig) if k in params and k not in MODEL_PARAMETERS}
     train = {k: params[k] for k in field_names(TrainConfig) if k in params}
     return run, model, data, train
 
@@ -179,9 +119,12 @@ def prepare_training(task: str, params: dict[str, Any]) -> RunSetup:
 
     The task gets its class names from ``classes.json``; the run folder is created.
 
-    ``lr = 0`` means automatic: 5e-6 with pretrained weights (the seed's fine-tuning rate), 1e-4 from scratch.
-    ``num_workers = -1`` means automatic (:func:`resolve_num_workers`); the resolved number is recorded. With
-    ``resume=True`` and no ``run_name``, the newest run of ``task`` that has a ``last.pt`` is continued.
+    A model setting left out takes its backbone's default (:func:`fh_utils.models.config.backbone_defaults`).
+    ``lr = 0`` means automatic (:func:`fh_utils.training.optim.default_lr`): the backbone's fine-tuning rate with
+    pretrained weights (5e-6, the seed's), else its from-scratch rate (1e-4).
+    ``num_workers = -1`` means automatic (:func:`fh_utils.data.workers.resolve_num_workers`); the resolved number
+    is recorded. With ``resume=True`` and no ``run_name``, the newest run of ``task`` that has a ``last.pt`` is
+    continued.
 
     Raises:
         UnknownSettingError: A parameter that no configuration declares.
@@ -191,16 +134,12 @@ def prepare_training(task: str, params: dict[str, Any]) -> RunSetup:
     task_obj = get_task(task, data_root)
     run, model, data, train = _split_parameters(task_obj, params)
     device = resolve_device(train.get("device", "auto"))
-    spaces = model["color_spaces"]
-    model["color_spaces"] = [s.strip().lower() for s in spaces.split(",") if s.strip()] if isinstance(spaces, str) \
-        else list(spaces)  # fmt: skip
-    data.update(data_root=str(data_root), img_size=model["img_size"], color_spaces=tuple(model["color_spaces"]),
+    data.update(data_root=str(data_root), **model.data_settings(),
                 sampler="balanced" if run["imbalance"] == "sampler" else "shuffle")  # fmt: skip
-    # A sweep trial gets its share of the cores as ``threads`` (fh_utils.workbook.sweeps): its workers come from it.
+    # A sweep trial gets its share of the cores as ``threads`` (fh_utils.sweeps.worker): its workers come from it.
     data["num_workers"] = resolve_num_workers(int(data.get("num_workers", 0)), device, bool(data.get("cache", False)),
-                                              int(model["img_size"]), int(train.get("threads") or 0) or None)
-    pretrained = model["pretrained"] not in (False, "", None)
-    train["lr"] = float(train.get("lr") or (PRETRAINED_LR if pretrained else SCRATCH_LR))
+                                              model.img_size, int(train.get("threads") or 0) or None)  # fmt: skip
+    train["lr"] = resolve_lr(train.get("lr"), model)
     train["loss"] = "logit_adjust" if run["imbalance"] == "logit_adjust" else train.get("loss", "ce")
     data_cfg, train_cfg = DataConfig.from_dict(data), TrainConfig.from_dict(train)
     notes = [f"teacher   {run['teacher']} (alpha {train_cfg.distill_alpha:g}, T {train_cfg.distill_temperature:g})"] \
@@ -209,12 +148,10 @@ def prepare_training(task: str, params: dict[str, Any]) -> RunSetup:
         run_dir = latest_run(task_obj.name, LAST_CKPT)
         notes.append(f"resume    continuing {run_dir.name} from {LAST_CKPT}")
     else:
-        # "<sweep>/<trial>" (a sweep's trial, fh_utils.workbook.sweeps) nests the run folder one level down.
-        parent, _, name = str(run["run_name"]).rpartition("/")
+        # "<sweep>/<trial>" (a sweep's trial, fh_utils.sweeps.trial) nests the run folder one level down.
+        parent, name = split_run_name(run["run_name"])
         root = runs_dir() / parent if parent else None
-        if parent and not re.fullmatch(r"[\w.\-]+", parent):
-            raise ValueError(f"run_name {run['run_name']!r}: the sweep part may only hold letters, digits, '_-.'")
-        run_dir = create_run_dir(name, task=task_obj.name, backbone=model["backbone"], img_size=model["img_size"],
+        run_dir = create_run_dir(name, task=task_obj.name, backbone=model.backbone, img_size=model.img_size,
                                  root=root)  # fmt: skip
         if run["resume"]:
             state = "found" if (run_dir / LAST_CKPT).exists() else "not found: starting from scratch"
@@ -225,7 +162,7 @@ def prepare_training(task: str, params: dict[str, Any]) -> RunSetup:
 def build_loaders(setup: RunSetup) -> dict[str, DataLoader]:
     """:func:`fh_utils.data.create_loaders` for the run's data configuration (records the split's rows)."""
     loaders = create_loaders(setup.data, setup.task)
-    setup.split_record = getattr(loaders["train"].dataset, "split_record", {}) or {"split": setup.data.split}
+    setup.split_record = loaders["train"].dataset.split_record
     return loaders
 
 
@@ -236,7 +173,7 @@ def build_model(setup: RunSetup) -> torch.nn.Module:
     same parameters start alike and a seed sweep varies what it says it varies.
     """
     seed_everything(setup.train.seed)
-    return create_model(setup.task, data_root=setup.data.data_root, **setup.model)
+    return create_model(setup.task, data_root=setup.data.data_root, **setup.model.model_kwargs())
 
 
 def color_baseline(setup: RunSetup, loaders: dict[str, DataLoader], progress: bool = True) -> dict | None:
@@ -267,13 +204,18 @@ def train(
     """
     baseline = color_baseline(setup, loaders, progress=progress)
     fit_kwargs.setdefault("teacher", resolve_teacher(setup.run.get("teacher", "")))
-    from fh_utils.workbook.sweeps import pruning_callbacks  # inside a sweep trial: epoch scores go to the study
-
+    # Inside a sweep trial: each epoch's score goes to the study, which may prune (none outside a sweep).
     fit_kwargs["callbacks"] = [*(fit_kwargs.get("callbacks") or []), *pruning_callbacks()]
     priors = class_priors(loaders["train"].dataset.targets, setup.task) if setup.train.loss == "logit_adjust" else None
-    return fit(model, loaders, setup.run_dir, setup.train, resume=bool(setup.run["resume"]), progress=progress,
-               task=setup.task, class_priors=priors, sections=setup.sections(), extra_metrics=baseline,
-               **fit_kwargs)  # fmt: skip
+    result = fit(model, loaders, setup.run_dir, setup.train, resume=bool(setup.run["resume"]), progress=progress,
+                 task=setup.task, class_priors=priors, sections=setup.sections(), extra_metrics=baseline,
+                 **fit_kwargs)  # fmt: skip
+    # The honest numbers beside the best epoch's (metrics.json "estimates"), from every epoch's stored val
+    # predictions: what best.pt will score on photos its epoch was not chosen on (fh_utils.scoring.report).
+    estimates = write_run_estimates(setup.run_dir, setup.task, rule="best")
+    if estimates is not None:
+        result.metrics = {**result.metrics, ESTIMATES_KEY: estimates}
+    return result
 
 
 def resolve_teacher(teacher: str | list[str] | None) -> list[str] | None:
@@ -297,4 +239,3 @@ def train_from_params(task: str, params: dict[str, Any], progress: bool = True) 
     loaders = build_loaders(setup)
     model = build_model(setup)
     return setup.run_dir, train(setup, model, loaders, progress=progress)
-

@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from fh_utils.workbook.notebooks import NOTEBOOKS_DIR, check_parameters
+from fh_utils.paths import notebooks_dir
+from fh_utils.runner.notebooks import check_parameters
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("none", "median")
@@ -56,7 +57,8 @@ class SweepSpec:
         path = Path(self.notebook)
         if path.is_absolute():
             return path
-        return NOTEBOOKS_DIR / path if (NOTEBOOKS_DIR / path).exists() else path.resolve()
+        folder = notebooks_dir()
+        return folder / path if (folder / path).exists() else path.resolve()
 
     @property
     def swept(self) -> list[str]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fh_utils.paths import outputs_dir, runs_dir
-from fh_utils.runs import read_run_state
+from fh_utils.runs import STATE_FILE, TB_DIR, read_run_state
 
 LOOPBACK = "127.0.0.1"
 DASHBOARD_PORT, BOARD_PORT = 8080, 6006
@@ -45,7 +45,7 @@ def resolve_storage(target: str) -> str:
     Raises:
         FileNotFoundError: Nothing of that name, with the sweeps that exist.
     """
-    from fh_utils.workbook.sweeps import JOURNAL_FILE, SPEC_FILE, sweep_dir
+    from fh_utils.sweeps.study import JOURNAL_FILE, SWEEP_SPEC_FILE, sweep_dir
 
     if "://" in target:
         return target
@@ -57,7 +57,7 @@ def resolve_storage(target: str) -> str:
     journal = sweep_dir(target) / JOURNAL_FILE
     if journal.is_file():
         return f"journal://{journal}"
-    if (sweep_dir(target) / SPEC_FILE).is_file():
+    if (sweep_dir(target) / SWEEP_SPEC_FILE).is_file():
         raise FileNotFoundError(f"sweep {target!r} has no journal under {sweep_dir(target)}: it ran with --storage; "
                                 "pass that URL (postgresql://...) instead")  # fmt: skip
     known = sorted(p.parent.name for p in (outputs_dir() / "sweeps").glob(f"*/{JOURNAL_FILE}"))
@@ -124,6 +124,7 @@ class ReadOnlyStorage(_base_storage()):  # type: ignore[misc]
 
     def __getattribute__(self, name: str) -> Any:
         if name in WRITE_METHODS:
+
             def refuse(*args: Any, **kwargs: Any) -> None:
                 raise ReadOnlyStorageError(f"{name}: this storage is read-only (a dashboard never writes the study)")
 
@@ -242,7 +243,7 @@ def serve_dashboard(target: str, port: int = DASHBOARD_PORT, host: str = LOOPBAC
 def run_states(root: str | Path | None = None) -> list[tuple[str, dict]]:
     """``(run, state record)`` of every run folder under ``root`` that has a ``state.json`` or ``tb/``."""
     root = Path(root) if root is not None else runs_dir()
-    folders = sorted({p.parent for p in root.glob("**/state.json")} | {p.parent for p in root.glob("**/tb")})
+    folders = sorted({p.parent for p in root.glob(f"**/{STATE_FILE}")} | {p.parent for p in root.glob(f"**/{TB_DIR}")})
     return [(d.relative_to(root).as_posix(), read_run_state(d)) for d in folders]
 
 
@@ -283,7 +284,7 @@ def trial_states(sweep: str, storage: str | None = None) -> dict[str, tuple[str,
 
     Read-only (:func:`open_read_only`); ``{}`` when the sweep has no study here (no journal, no ``storage``).
     """
-    from fh_utils.workbook.sweeps import storage_url
+    from fh_utils.sweeps.study import storage_url
 
     try:
         url = resolve_storage(storage or sweep) if storage else storage_url(sweep)

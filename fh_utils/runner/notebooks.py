@@ -1,4 +1,4 @@
-"""Run the numbered notebooks headlessly with papermill, and the demo pipeline built on them.
+"""Run the numbered notebooks headlessly with papermill (the demo pipeline on them: :mod:`fh_utils.runner.demo`).
 
 A notebook run keeps its executed copy (and an HTML rendering) in the run folder it belongs to; a failing
 run keeps the executed notebook with the error too, so nothing is lost to an interruption or a bug.
@@ -10,22 +10,17 @@ import ast
 import difflib
 import os
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import CaselessStrEnum, default
 
 from fh_utils.io import write_text
-from fh_utils.paths import PROJECT_ROOT, runs_dir
-from fh_utils.workbook.progress import NotebookProgress, format_seconds
+from fh_utils.runner.progress import NotebookProgress
 
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
-DEMO_PARAMS = NOTEBOOKS_DIR / "demo_params.yaml"
 KERNEL = "python3"
 
 
@@ -210,76 +205,3 @@ def _set_kernel_environment() -> Callable[[], None]:
             os.environ.pop(key, None)
 
     return restore
-
-
-def _resolve(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith("{project}"):
-        return str(PROJECT_ROOT / value[len("{project}/") :])
-    return value
-
-
-def run_demo(params_file: str | Path = DEMO_PARAMS, data_root: str | Path | None = None) -> dict[str, Any]:
-    """The main job: make the demo data if missing, then run every notebook of ``params_file`` in order.
-
-    Args:
-        params_file: YAML with ``data_root``, ``demo_data`` (seed, scale) and ``runs`` (a list of
-            ``{notebook, folder, parameters}``; ``folder`` is the run folder receiving the executed copy).
-        data_root: Override of the YAML's data root (real data: no demo data is generated).
-
-    Returns:
-        ``{"runs": {folder: path}, "scores": {task: metrics}, "submissions": {task: dry-run report},
-        "seconds": total}``.
-    """
-    from fh_utils.data.demo import ensure_demo_dataset
-    from fh_utils.runs import read_json
-
-    spec = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
-    start = time.perf_counter()
-    root = Path(_resolve(data_root or spec["data_root"]))
-    print(f"[demo] data {root}", flush=True)
-    if data_root is None:
-        demo = spec.get("demo_data", {})
-        ensure_demo_dataset(root, seed=demo.get("seed", 0), scale=demo.get("scale", 1.0))
-    results: dict[str, Any] = {"runs": {}, "scores": {}}
-    steps = spec["runs"]
-    for i, step in enumerate(steps, 1):
-        nb = NOTEBOOKS_DIR / step["notebook"]
-        params = {k: _resolve(v) for k, v in step.get("parameters", {}).items()}
-        if "data_root" in notebook_parameters(nb):
-            params.setdefault("data_root", str(root))
-        folder = runs_dir() / step["folder"]
-        t0 = time.perf_counter()
-        print(f"[demo {i}/{len(steps)}] {nb.name} -> {folder}", flush=True)
-        run_notebook(nb, folder / nb.name.replace(".ipynb", f"{step.get('suffix', '')}.ipynb"), params, progress=True)
-        done, total = format_seconds(time.perf_counter() - t0), format_seconds(time.perf_counter() - start)
-        print(f"[demo {i}/{len(steps)}] {nb.name} done in {done} (total {total})", flush=True)
-        results["runs"][step["folder"]] = str(folder)
-        metrics = folder / "metrics.json"
-        if step.get("score_of"):
-            results["scores"][step["score_of"]] = read_json(metrics)
-        if step.get("submission_of"):
-            from fh_utils.workbook.packaging import dry_run_report, submissions_dir
-
-            report = dry_run_report(submissions_dir() / step["parameters"]["run_dir"])
-            results.setdefault("submissions", {})[step["submission_of"]] = read_json(report)
-    results["seconds"] = time.perf_counter() - start
-    return results
-
-
-def main_demo() -> int:
-    """``python -m fh_utils demo``: run the demo and print where the results are and both scores."""
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    res = run_demo()
-    print(f"\n=== fashion-how-workbook demo finished in {format_seconds(res['seconds'])} ===")
-    for folder, path in res["runs"].items():
-        print(f"  {folder:<16} {path}")
-    for task, metrics in res["scores"].items():
-        line = f"  {task.upper()} {metrics.get('metric')}: {metrics['score']:.4f} (best epoch {metrics.get('epoch')})"
-        if metrics.get("baseline_score") is not None:
-            line += f"; colour baseline {metrics['baseline_score']:.4f}"
-        print(line)
-    for task, dry in res.get("submissions", {}).items():
-        print(f"  {task.upper()} submission {dry['submission']}: dry run {dry['rows']:,} rows in "
-              f"{dry['seconds']:.1f} s ({dry['total_seconds']:.1f} s with the interpreter start), "
-              f"score {dry['score']:.4f}")
-    return 0
