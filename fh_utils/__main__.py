@@ -132,6 +132,7 @@ def _package(args: argparse.Namespace) -> int:
         print(f"{package.folder} is written; its dry run did not start:\n{exc}", file=sys.stderr)
         return 2
     print(dry.output.rstrip())
+    print(f"dry run: {dry.score_line()}")
     print(f"dry run: {dry.rows:,} rows, submit()() {dry.seconds:.1f} s, {dry.total_seconds:.1f} s with the "
           f"interpreter start; fh_utils from {dry.fh_utils_file}")  # fmt: skip
     return 0

@@ -34,7 +34,7 @@ from fh_utils.leaderboard.package import (
 )  # fmt: skip
 from fh_utils.leaderboard.template import MODEL_DIR, NOTEBOOK_FILE, notebook_script
 from fh_utils.paths import outputs_dir, project_root, resolve_data_root
-from fh_utils.runs import SUBMISSION_SPEC_FILE, find_run_folder
+from fh_utils.runs import CONFIG_FILE, SUBMISSION_SPEC_FILE, find_run_folder
 from fh_utils.tasks import get_task
 
 # Importable in the workbook's environment but not where the platform scores (the seed's task.ipynb needed
@@ -138,6 +138,16 @@ class DryRun:
     dataset: Path = Path()
     task: str = ""
     imports_seconds: float = 0.0
+    trained_on_rows: str = ""  # set when the runs trained on rows of the split scored: then never a validation score
+
+    def score_line(self) -> str:
+        """The score as a person should read it: a validation score, or one on rows the runs trained on."""
+        if self.score is None:
+            return "no score (the CSV has no labels)"
+        if self.trained_on_rows:
+            where = f"on rows the runs trained on ({self.trained_on_rows})"
+            return f"score {self.score:.4f} {where}: not a validation score"
+        return f"validation score {self.score:.4f}"
 
     def labels(self) -> tuple[Any, Any] | None:
         """``(y_true, y_pred)`` arrays ``(N, n_heads)`` when the dry run's CSV has labels, else None."""
@@ -239,6 +249,26 @@ def _read_spec(folder: Path) -> dict[str, Any]:
     return read_json(path)
 
 
+def trained_rows_note(trained: dict[str, list[str]], root: Path, split: str) -> str:
+    """Why a dry run's score is not a validation score, or ``""`` when it is.
+
+    A run with ``split="full"`` trained on train and val; one with ``split="fold:K/N"`` on every other fold's rows
+    of both. Scored on the train or val split of the data root they trained on, they score rows they learnt.
+    """
+    if split not in ("train", "val"):
+        return ""
+    splits = []
+    for data_root, runs in trained.items():
+        if Path(data_root).resolve() != Path(root).resolve():
+            continue
+        for run in runs:
+            config = Path(run) / CONFIG_FILE
+            run_split = str((read_json(config).get("data") or {}).get("split", "val")) if config.is_file() else "val"
+            if run_split == "full" or run_split.startswith("fold:") or split == "train":
+                splits.append(f"{Path(run).name}: split={run_split}")
+    return "; ".join(splits)
+
+
 def dry_run_on_split(
     package: PackagedSubmission | str | Path, data_root: str | Path = "", split: str = "val", limit: int = 0
 ) -> DryRun:
@@ -263,7 +293,9 @@ def dry_run_on_split(
     dataset = outputs_dir() / "aif_dataset" / f"{root.name}-{tag}-{split}{f'-{limit}' if limit else ''}" / "Dataset"
     layout_test_set(root, dataset, split, tasks=(spec["task"],), limit=limit, on_error=on_error)
     dry = dry_run_submission(folder, dataset)
+    dry.trained_on_rows = trained_rows_note(trained, root, split)
     write_json(dry_run_report(folder), {"submission": str(folder), "data_root": str(root), "trained_on": trained,
+                                        "score_is": dry.score_line(),
                                         "dataset": str(dataset), "rows": dry.rows,
                                         "seconds": dry.seconds, "total_seconds": dry.total_seconds,
                                         "imports_seconds": dry.imports_seconds,

@@ -34,11 +34,25 @@ def per_class_series(result: dict, run_dir: str | Path, task: Task) -> tuple[dic
 
 
 def save_predictions(run_dir: str | Path, dataset: FashionHowDataset, result: dict, task: Task) -> Path:
-    """Write ``val_predictions.csv``: image name, and the true and predicted class of every head."""
+    """Write ``val_predictions.csv``: every val row's classes, loss and probabilities.
+
+    Columns: ``image_name``, then per head ``<key>_true``, ``<key>_pred``, ``<key>_loss`` (the row's
+    cross-entropy, ``-log p(true)``, the probability floored at 1e-7) and ``<key>_p_<class name>`` (when
+    ``result`` holds ``probabilities``), so any error can be looked at and re-scored later without the model.
+    """
     frame = pd.DataFrame({"image_name": dataset.df["image_name"].to_numpy()})
+    probabilities = result.get("probabilities") or {}
     for j, head in enumerate(task.heads):
         frame[f"{head.key}_true"] = result["targets"][:, j]
         frame[f"{head.key}_pred"] = result["predictions"][:, j]
+        probs = probabilities.get(head.column)
+        if probs is None:
+            continue
+        probs = np.asarray(probs, dtype=np.float64)
+        truth = np.clip(result["targets"][:, j], 0, probs.shape[1] - 1)
+        frame[f"{head.key}_loss"] = -np.log(np.maximum(probs[np.arange(len(probs)), truth], 1e-7))
+        for c, name in enumerate(head.class_names):
+            frame[f"{head.key}_p_{name}"] = probs[:, c]
     path = Path(run_dir) / PREDICTIONS_FILE
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
     return path
