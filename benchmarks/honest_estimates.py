@@ -23,8 +23,7 @@ from benchmarks.common import report
 from fh_utils.data.reader import read_split
 from fh_utils.inference.predictor import Predictor
 from fh_utils.io import read_json
-from fh_utils.models.ensemble import Member, _run_data
-from fh_utils.models.factory import load_model, state_dict_size_mb
+from fh_utils.models.ensemble import member_from_run
 from fh_utils.runs import CONFIG_FILE, EPOCH_PREDICTIONS_FILE
 from fh_utils.scoring.estimates import Scorer
 from fh_utils.scoring.report import run_estimates
@@ -36,8 +35,7 @@ CHECKPOINT_OF = {"best_epoch": "best", "last_epoch": "last", "last3": "last", "e
 
 def held_out_score(run: Path, weights: Path, task, root: Path) -> float:
     """The task score of one checkpoint on the data root's ``test`` split (the unseen half)."""
-    model = load_model(weights, map_location="cpu")
-    member = Member(model, _run_data(run), 1.0, str(run), state_dict_size_mb(model))
+    member = member_from_run(run, checkpoint=weights)
     rows = read_split(root, task, "test")
     probs = Predictor([member], batch_size=128).predict_rows(rows, root).probabilities
     targets = np.stack([rows[h.column].to_numpy() for h in task.heads], 1)

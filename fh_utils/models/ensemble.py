@@ -61,10 +61,13 @@ def _run_data(run_dir: Path) -> dict[str, float]:
     return {k: float(data[k]) for k in DATA_KEYS if k in data}
 
 
-def member_from_run(run_dir: str | Path, weight: float = 1.0) -> Member:
-    """A :class:`Member` from a run folder's ``best.pt`` (its crop settings from ``config.json``)."""
+def member_from_run(run_dir: str | Path, weight: float = 1.0, checkpoint: str | Path | None = None) -> Member:
+    """A :class:`Member` from a run folder's ``best.pt`` (its crop settings from ``config.json``).
+
+    ``checkpoint``: another weights file of the run instead (e.g. ``checkpoints/epoch_012.pt``).
+    """
     run = Path(run_dir)
-    model = load_model(run, map_location="cpu")
+    model = load_model(checkpoint if checkpoint is not None else run, map_location="cpu")
     metrics_path = run / METRICS_FILE
     score = read_json(metrics_path).get("score") if metrics_path.exists() else None
     return Member(model, _run_data(run), float(weight), str(run), state_dict_size_mb(model), score)
