@@ -30,7 +30,7 @@ test: $(STAMP)  ## fast suite: every module and every notebook with small parame
 test-all: $(STAMP)  ## everything, slow tests included
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)  ## the main job: demo data, then notebooks 01-07 for both tasks (notebooks/demo_params.yaml)
+demo: $(STAMP)  ## the main job: demo data, then notebooks 01-08 for both tasks (notebooks/demo_params.yaml)
 	$(BIN)/python -m fh_utils demo
 
 # JupyterLab on the repository (outputs/ is browsable too), opened at notebooks/, the workbook's kernel preselected:

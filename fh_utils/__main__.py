@@ -33,6 +33,34 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duplicates(args: argparse.Namespace) -> int:
+    from fh_utils.data.duplicates import DEFAULT_THRESHOLD, find_near_duplicates
+    from fh_utils.data.reader import DataValidationError
+    from fh_utils.workbook.duplicates import leak_warning, pairs_table, val_train_leaks
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    cache_dir = "" if args.cache_dir is None else args.cache_dir
+    try:
+        result = find_near_duplicates(args.root, threshold=threshold, cache_dir=cache_dir, workers=args.workers)
+    except DataValidationError as err:
+        print(err, file=sys.stderr)
+        return 1
+    table = pairs_table(result)
+    kinds = ", ".join(f"{k} {n}" for k, n in table["kind"].value_counts().items()) or "none"
+    print(f"{len(result.images):,} images ({result.hashed:,} hashed now), {len(table):,} near-copy pairs within "
+          f"{threshold} bits: {kinds}")
+    print(val_train_leaks(result).to_string(index=False))
+    if len(table):
+        print(table.drop(columns=["a", "b"]).head(args.show).to_string(index=False))
+    if args.csv:
+        table.drop(columns=["a", "b"]).to_csv(args.csv, index=False)
+        print(f"all pairs in {args.csv}")
+    message = leak_warning(val_train_leaks(result), threshold, warn=False)
+    if message:
+        print(f"WARNING: {message}", file=sys.stderr)
+    return 0
+
+
 def _cache(args: argparse.Namespace) -> int:
     from fh_utils.data.cache import build_cache
     from fh_utils.data.datasets import create_dataset
@@ -41,7 +69,8 @@ def _cache(args: argparse.Namespace) -> int:
     for task in args.tasks:
         for split in args.splits:
             ds = create_dataset(args.root, task, split, img_size=args.img_size, crop_margin=args.margin, cache=True,
-                                cache_dir=args.cache_dir, use_nobg=args.use_nobg)  # fmt: skip
+                                cache_dir=args.cache_dir, use_nobg=args.use_nobg, resize=args.resize,
+                                pad_value=tuple(args.pad_value))  # fmt: skip
             crops = (True,) if args.crop_prob >= 1 else (True, False)
             src = ds.source
             built = build_cache(src.specs, src.cache_dir, src.params, crops=crops, workers=args.workers)
@@ -102,6 +131,33 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lr_find(args: argparse.Namespace) -> int:
+    from fh_utils.config import UnknownSettingError
+    from fh_utils.runner.notebooks import unknown_parameters_message
+    from fh_utils.workbook.lr_find import FIGURE_NAME, lr_find_from_params
+    from fh_utils.workbook.workflow import training_parameter_names
+
+    params = {name: parameter_value(value) for name, value in args.parameter}
+    params.update(dict(args.raw))
+    declared = list(training_parameter_names())
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        print(f"notebook {'03' if args.task == 'st1' else '04'}: {unknown_parameters_message(unknown, declared)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    sweep = dict(start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter, smooth=args.smooth,
+                 diverge=args.diverge)  # fmt: skip
+    try:
+        setup, result = lr_find_from_params(args.task, params, progress=not args.quiet, **sweep)
+    except (UnknownSettingError, ValueError, TypeError) as exc:
+        print(f"lr-find: {exc}", file=sys.stderr)
+        return 2
+    print(result.describe())
+    print(f"figure: {setup.run_dir / 'figures' / FIGURE_NAME}.png")
+    print(f"suggested lr: {result.suggestion:.2e}")
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from fh_utils.sweeps.coordinator import run_sweep
     from fh_utils.sweeps.spec import parse_assignment
@@ -122,7 +178,8 @@ def _package(args: argparse.Namespace) -> int:
     from fh_utils.leaderboard.package import package_submission
 
     package = package_submission(args.run, task=args.task, out_dir=args.out or "", model_name=args.model_name,
-                                 tta=args.tta, key=args.key, weights=args.weights, name=args.name)  # fmt: skip
+                                 tta=args.tta, key=args.key, weights=args.weights, name=args.name,
+                                 checkpoint=args.checkpoint)  # fmt: skip
     print(package)
     if args.no_dry_run:
         return 0
@@ -148,7 +205,33 @@ def _oof(args: argparse.Namespace) -> int:
         return 2
     print(oof_table(groups).to_string(index=False))
     print(f"out-of-fold files and {OOF_REPORT}: {args.sweep}/{OOF_DIR}/ under the runs folder")
+    for recipe in sorted({g.recipe for g in groups if g.result}):
+        print(f"full fit of {recipe!r} at its cross-validated epoch count: notebook 03/04 with "
+              f"-p split full -r epochs_from '{args.sweep}|{recipe}'")  # fmt: skip
     return 1 if any(g.problem for g in groups) else 0
+
+
+def _choose_ensemble(args: argparse.Namespace) -> int:
+    from fh_utils.paths import runs_dir
+    from fh_utils.runs import run_list_file
+    from fh_utils.workbook.ensemble_choice import (
+        EnsembleChoiceError,
+        choose_ensemble,
+        describe_choice,
+        write_ensemble_choice,
+    )  # fmt: skip
+
+    try:
+        choice, candidates, task = choose_ensemble(args.runs, args.checkpoint)
+        listed = run_list_file(args.runs)
+    except (EnsembleChoiceError, FileNotFoundError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    folder = args.out or (listed.parent if listed is not None else runs_dir())
+    path = write_ensemble_choice(folder, choice, candidates, task, args.checkpoint)
+    print(describe_choice(choice, candidates))
+    print(f"written {path}; package it: python -m fh_utils package {path}")
+    return 0
 
 
 def _ledger(args: argparse.Namespace) -> int:
@@ -207,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regenerate even if a matching tree exists (default: reuse it)")
     p.set_defaults(func=_demo_data)
 
-    p = sub.add_parser("demo", help="the main job: demo data, then notebooks 01-07 for both tasks "
+    p = sub.add_parser("demo", help="the main job: demo data, then notebooks 01-08 for both tasks "
                                     "(notebooks/demo_params.yaml)")
     p.set_defaults(func=_demo)
 
@@ -242,6 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tasks to check (default: st1 st2)")
     p.set_defaults(func=_validate)
 
+    p = sub.add_parser("duplicates", help="near-copy photos (pHash + dHash, cached) across train/val, the ST1/ST2 "
+                                          "pools and the test folder; warns when val holds copies of train photos")
+    p.add_argument("root", type=Path, help="the data root")
+    p.add_argument("--threshold", type=int, default=None,
+                   help="largest pHash and dHash distance of a pair, bits of 64 (default: the package's, 4)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="hash cache folder (default: beside the data root)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="decoding processes for the first pass (default 0: one, in this process)")
+    p.add_argument("--show", type=int, default=20, help="pairs printed (default %(default)s)")
+    p.add_argument("--csv", type=Path, default=None, help="write every pair to this CSV (default: none)")
+    p.set_defaults(func=_duplicates)
+
     p = sub.add_parser("cache", help="fill the decode-once crop cache ahead of training")
     p.add_argument("root", type=Path, help="the data root")
     p.add_argument("--tasks", nargs="+", default=["st1", "st2"], choices=["st1", "st2"],
@@ -253,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="margin around the box, a fraction of its size: the run's crop_margin (default %(default)s)")
     p.add_argument("--crop-prob", type=float, default=1.0,
                    help="the run's crop_prob; below 1 the uncropped images are cached too (default %(default)s)")
+    p.add_argument("--resize", default="stretch", choices=["stretch", "letterbox"],
+                   help="the run's resize: stretch the crop to the square or letterbox it (default %(default)s)")
+    p.add_argument("--pad-value", type=int, nargs=3, default=[0, 0, 0], metavar=("R", "G", "B"),
+                   help="the run's letterbox pad colour (default 0 0 0)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default: beside the data root)")
     p.add_argument("--use-nobg", action="store_true",
                    help="cache the background-removed images of notebook 02 (default: the raw images)")
@@ -270,6 +369,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GrabCut working long side, px: smaller is faster and coarser (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
     p.set_defaults(func=_nobg)
+
+    p = sub.add_parser("lr-find", help="the learning-rate range test (Smith 2017, fastai's lr_find) of a notebook "
+                                       "03/04 configuration: prints the suggested lr, saves figures/lr_find.png")
+    p.add_argument("task", choices=["st1", "st2"], help="st1 (notebook 03's configuration) or st2 (notebook 04's)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a notebook 03/04 parameter, e.g. -p backbone fh_colornet -p img_size 56, VALUE read as the "
+                        "run command reads it (repeatable; default: none, the notebook's own values; the run folder "
+                        "is run_name's, a new one when empty)")
+    p.add_argument("-r", "--raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a parameter to the string VALUE as it is (repeatable; default: none)")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default %(default)s)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default %(default)s)")
+    p.add_argument("--num-iter", type=int, default=100,
+                   help="training steps of the sweep, exponentially spaced (default %(default)s)")
+    p.add_argument("--smooth", type=float, default=0.05,
+                   help="weight of each new loss in the moving average (default %(default)s)")
+    p.add_argument("--diverge", type=float, default=5.0,
+                   help="stop once the smoothed loss exceeds this multiple of its best (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: one is shown)")
+    p.set_defaults(func=_lr_find)
 
     p = sub.add_parser("sweep", help="run or resume a sweep of a notebook (seeds, folds, recipes) as an Optuna study")
     p.add_argument("spec", type=Path, help="sweep spec, e.g. sweeps/st2_seeds_folds.yaml")
@@ -294,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="st1 or st2 (default: the task the run was trained for)")
     p.add_argument("--tta", default="", help="none, hflip or hflip+crops (default: what the run's evaluation used)")
     p.add_argument("--weights", default="", help="ensemble weights, comma-separated (default: equal)")
+    p.add_argument("--checkpoint", default="", choices=["", "best", "last", "avg"],
+                   help="which checkpoint each run submits: best.pt, final.pt (last) or averaged.pt (avg) "
+                        "(default: the rule the run was trained with)")
     p.add_argument("--key", default="", help="the team's key, written into task.ipynb (default empty: no upload)")
     p.add_argument("--data-root", default="",
                    help="data whose split the dry run predicts (default: the data root the run trained on, from its "
@@ -308,6 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="the sweep's folder name under the runs folder (its trials trained split fold:K/N)")
     p.add_argument("--runs-root", type=Path, default=None, help="the runs folder (default outputs/runs)")
     p.set_defaults(func=_oof)
+
+    p = sub.add_parser("choose-ensemble", help="choose ST2 ensemble members and weights from the candidates' stored "
+                                               "val predictions (greedy selection), with the choice's honest estimate; "
+                                               "writes ensemble_choice.json for package")  # fmt: skip
+    p.add_argument("runs", help="candidate runs: folders or names comma-separated, or a top_k.json")
+    p.add_argument("--checkpoint", default="", choices=["", "best", "last", "avg"],
+                   help="the checkpoint each candidate submits (default: the rule each run was trained with)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder of ensemble_choice.json (default: the top_k.json's folder, else outputs/runs)")
+    p.set_defaults(func=_choose_ensemble)
 
     p = sub.add_parser("ledger", help="show the submission ledger (outputs/ledger.csv), or record a submission's "
                                       "leaderboard score: ledger NAME SCORE")

@@ -43,6 +43,15 @@ RUNS_CSV, TOP_K_FILE = "runs.csv", "top_k.json"
 SUBMISSION_SPEC_FILE = "submission.json"
 # Every epoch's val probabilities (fh_utils.scoring.predictions), and the last epochs' weights (checkpoints/).
 EPOCH_PREDICTIONS_FILE, CHECKPOINTS_DIR = "val_epochs.npz", "checkpoints"
+# What a run may submit, by the rule that chose it (TrainConfig.checkpoint): the best val epoch, the last epoch's
+# weights, or the average of the last kept epochs' weights. The rule a run was trained with is its default.
+FINAL_CKPT, AVERAGED_CKPT = "final.pt", "averaged.pt"
+CHECKPOINT_FILES = {"best": BEST_CKPT, "last": FINAL_CKPT, "avg": AVERAGED_CKPT}
+CHECKPOINT_RULES = tuple(CHECKPOINT_FILES)
+# The val probabilities of a checkpoint that is no epoch's (the weight average): what its honest estimate scores.
+CHECKPOINT_PREDICTIONS_FILE = "val_{rule}.npz"
+# Classifier re-training's checkpoint (fh_utils.training.crt): best.pt's format; its val probabilities val_crt.npz.
+CRT_CKPT = "crt.pt"
 # A run's state: "running" while its process lives (heartbeat), then how it ended. "killed" is never written
 # by the run itself (SIGKILL, power loss): read_run_state infers it from a dead pid or a stale heartbeat.
 RUN_STATES = ("running", "finished", "failed", "pruned", "killed")
@@ -133,10 +142,39 @@ def run_candidates(name: str | Path) -> list[Path]:
     return seen
 
 
-def model_file(folder: str | Path) -> Path | None:
-    """The model file a folder predicts with (the first of :data:`MODEL_FILES` it holds), else None."""
+def check_checkpoint_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`CHECKPOINT_RULES`, else a ValueError naming them."""
+    if rule not in CHECKPOINT_FILES:
+        raise ValueError(f"checkpoint rule must be one of {CHECKPOINT_RULES}, got {rule!r}")
+    return rule
+
+
+def run_checkpoint_rule(folder: str | Path) -> str:
+    """The rule a run was trained to save its checkpoint by (``config.json``'s ``train.checkpoint``; else best)."""
+    config = Path(folder) / CONFIG_FILE
+    rule = (read_json(config).get("train") or {}).get("checkpoint") if config.is_file() else None
+    return check_checkpoint_rule(rule or "best")
+
+
+def checkpoint_rule_of(path: str | Path) -> str | None:
+    """The rule a weights file of a run stands for (``final.pt``: ``"last"``), None for any other file."""
+    return next((rule for rule, name in CHECKPOINT_FILES.items() if Path(path).name == name), None)
+
+
+def model_file(folder: str | Path, rule: str = "") -> Path | None:
+    """The model file a folder predicts with, else None.
+
+    A run's checkpoint of ``rule`` (:data:`CHECKPOINT_FILES`); with ``rule=""``, the first that exists of: the
+    checkpoint of the rule the run was trained with (:func:`run_checkpoint_rule`; ``best.pt`` for a run from before
+    rules), a saved ensemble's ``ensemble.pt``, an int8 export's ``model_int8.pt``. A run whose rule's file is
+    missing (one whose training has not ended has no ``final.pt`` yet) gets None: never another checkpoint of it
+    in its place.
+    """
     folder = Path(folder)
-    return next((folder / f for f in MODEL_FILES if (folder / f).is_file()), None)
+    own = folder / CHECKPOINT_FILES[check_checkpoint_rule(rule or run_checkpoint_rule(folder))]
+    if rule:
+        return own if own.is_file() else None
+    return next((p for p in (own, folder / ENSEMBLE_FILE, folder / INT8_FILE) if p.is_file()), None)
 
 
 def run_label(path: str | Path) -> str:
@@ -159,11 +197,12 @@ def find_run_folder(label: str | Path) -> Path | None:
     return None
 
 
-def resolve_run_dir(run_dir: str | Path = "", task: str = "") -> Path:
-    """A folder with a model file (``best.pt``, ``ensemble.pt``, ``model_int8.pt``).
+def resolve_run_dir(run_dir: str | Path = "", task: str = "", rule: str = "") -> Path:
+    """A folder with a model file (a run's checkpoint, ``ensemble.pt``, ``model_int8.pt``: :func:`model_file`).
 
     ``run_dir`` is a path (absolute, relative to the working directory or to the repository root), a run name
-    under ``outputs/runs``, or ``""`` (the newest run of ``task`` with ``best.pt``).
+    under ``outputs/runs``, or ``""`` (the newest run of ``task`` with ``best.pt``). ``rule``: the checkpoint
+    rule looked for in a run folder (``""``: the run's own).
 
     Raises:
         FileNotFoundError: No model file in any of those places, each named.
@@ -172,9 +211,12 @@ def resolve_run_dir(run_dir: str | Path = "", task: str = "") -> Path:
         return latest_run(task or None, BEST_CKPT)
     candidates = run_candidates(run_dir)
     for candidate in candidates:
-        if model_file(candidate) is not None:
+        if model_file(candidate, rule) is not None:
             return candidate.resolve()
-    raise FileNotFoundError(f"no {' / '.join(MODEL_FILES)} for {str(run_dir)!r}; looked in "
+    rules = [rule or run_checkpoint_rule(c) for c in candidates if (c / CONFIG_FILE).is_file()]
+    hint = (f" (a run saves its {rules[0]!r} checkpoint, {CHECKPOINT_FILES[rules[0]]}, when its training ends)"
+            if rules and rules[0] != "best" else "")  # fmt: skip
+    raise FileNotFoundError(f"no {' / '.join(MODEL_FILES)} for {str(run_dir)!r}{hint}; looked in "
                             + ", ".join(str(c) for c in candidates))  # fmt: skip
 
 
@@ -199,18 +241,42 @@ def runs_from_json(path: Path) -> list[str]:
     return out
 
 
-def resolve_run_dirs(run_dir: str | Path = "", task: str = "") -> list[Path]:
-    """The run folders of ``run_dir``: one folder, comma-separated folders, or a JSON file that lists them."""
+def run_list_file(run_dir: str | Path) -> Path | None:
+    """The JSON file a ``run_dir`` names when it is a run list (``top_k.json``, ``ensemble_choice.json``), else None.
+
+    Raises:
+        FileNotFoundError: A ``.json`` name found nowhere (the places looked at are named).
+    """
     text = str(run_dir).strip()
-    if text.endswith(".json") and "," not in text:
-        found = [c for c in run_candidates(text) if c.is_file()]
-        if not found:
-            raise FileNotFoundError(f"run list {text!r} not found; looked in "
-                                    + ", ".join(str(c) for c in run_candidates(text)))  # fmt: skip
-        names = runs_from_json(found[0])
+    if not (text.endswith(".json") and "," not in text):
+        return None
+    found = [c for c in run_candidates(text) if c.is_file()]
+    if not found:
+        raise FileNotFoundError(f"run list {text!r} not found; looked in "
+                                + ", ".join(str(c) for c in run_candidates(text)))  # fmt: skip
+    return found[0]
+
+
+def weights_from_json(path: str | Path) -> list[float] | None:
+    """The members' weights a run list records (every entry a dict with ``"weight"``), else None."""
+    data = read_json(path)
+    entries = data.get("runs") if isinstance(data, dict) else data
+    if isinstance(entries, list) and entries and all(isinstance(e, dict) and "weight" in e for e in entries):
+        return [float(e["weight"]) for e in entries]
+    return None
+
+
+def resolve_run_dirs(run_dir: str | Path = "", task: str = "", rule: str = "") -> list[Path]:
+    """The run folders of ``run_dir``: one folder, comma-separated folders, or a JSON file that lists them.
+
+    ``rule``: the checkpoint rule each run folder must have a file for (``""``: each run's own).
+    """
+    listed = run_list_file(run_dir)
+    if listed is not None:
+        names = runs_from_json(listed)
     else:
-        names = [t.strip() for t in text.split(",") if t.strip()] or [""]
-    return [resolve_run_dir(n, task) for n in names]
+        names = [t.strip() for t in str(run_dir).strip().split(",") if t.strip()] or [""]
+    return [resolve_run_dir(n, task, rule) for n in names]
 
 
 def parse_weights(weights: str | list[float] | tuple[float, ...] | None, n: int) -> list[float] | None:

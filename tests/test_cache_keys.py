@@ -73,9 +73,15 @@ def _by_hand(path, box, reduce, crop, margin=0.0, background=DEFAULT_BACKGROUND,
 
 
 def _key(spec: CropSpec, crop: bool, params: CacheParams) -> str:
-    """The entry key as stored on disk: caches built by earlier versions must keep hitting."""
+    """The entry key as stored on disk: caches built by earlier versions must keep hitting.
+
+    A stretch entry's key holds the four parameters it held before the letterbox's came (tests/test_letterbox.py).
+    """
     st = os.stat(spec.path)
-    ident = [os.path.abspath(spec.path), st.st_size, st.st_mtime_ns, list(spec.box), crop, asdict(params)]
+    values = asdict(params)
+    if values["resize"] == "stretch":
+        values = {k: values[k] for k in ("size", "margin", "background", "version")}
+    ident = [os.path.abspath(spec.path), st.st_size, st.st_mtime_ns, list(spec.box), crop, values]
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 

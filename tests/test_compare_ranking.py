@@ -54,3 +54,16 @@ def test_the_ledger_figure_waits_for_a_leaderboard_score(tmp_path):
     fig = compare.estimate_vs_leaderboard(read_ledger(path))
     ax = fig.axes[0]
     assert ax.get_xlabel() == "leaderboard score" and [t.get_text() for t in ax.texts] == ["a"]
+
+
+def test_a_parameter_one_task_lacks_is_plotted_as_categories_for_both():
+    """A setting new runs record and old ones lack (NaN) must not give one axis numbers and text at once."""
+    import pandas as pd
+
+    from fh_utils.workbook.compare import score_vs_parameters
+
+    frame = pd.DataFrame({"task": ["st1", "st2", "st2"], "score": [0.5, 0.6, 0.7],
+                          "param_keep_epochs": [5.0, None, 3.0]})  # fmt: skip
+    fig = score_vs_parameters(frame, ["keep_epochs"])
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert sorted(labels) == ["3.0", "5.0", "nan"]

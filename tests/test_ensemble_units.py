@@ -81,18 +81,20 @@ def test_a_member_defaults_to_weight_one_and_no_crop_settings():
     assert Member(_stub()).data is not m.data  # each member its own dict
 
 
-def test_input_key_is_size_spaces_margin_and_whether_crops_are_used():
+def test_input_key_is_size_spaces_margin_whether_crops_are_used_and_the_resize():
     key = Member(_stub()).input_key()
-    # Defaults: no margin, crops used (crop_prob 1.0); typed so keys of JSON-read and live settings compare equal.
-    assert key == (IMG, ("rgb",), 0.0, True)
-    assert [type(k) for k in key] == [int, tuple, float, bool]
+    # Defaults: no margin, crops used (crop_prob 1.0), stretched (no pad colour); typed so keys of JSON-read and live
+    # settings compare equal.
+    assert key == (IMG, ("rgb",), 0.0, True, "stretch", None)
+    assert [type(k) for k in key] == [int, tuple, float, bool, str, type(None)]
     assert Member(_stub(32.0, ("rgb", "hsv")), {"crop_margin": 1, "crop_prob": 0.5}).input_key() == (
-        32, ("rgb", "hsv"), 1.0, True)  # fmt: skip
+        32, ("rgb", "hsv"), 1.0, True, "stretch", None)  # fmt: skip
     assert type(Member(_stub(32.0)).input_key()[0]) is int
     # crop_prob 0 means whole images: a different batch from any member that crops, however small its prob.
-    assert Member(_stub(), {"crop_margin": 0.2, "crop_prob": 0.0}).input_key() == (IMG, ("rgb",), 0.2, False)
+    assert Member(_stub(), {"crop_margin": 0.2, "crop_prob": 0.0}).input_key()[:4] == (IMG, ("rgb",), 0.2, False)
     assert Member(_stub(), {"crop_prob": 1e-6}).input_key()[3] is True
-    assert Member(_stub(), {"crop_margin": 0.2}).input_key() == (IMG, ("rgb",), 0.2, True)
+    assert Member(_stub(), {"crop_margin": 0.2}).input_key()[:4] == (IMG, ("rgb",), 0.2, True)
+    # tests/test_letterbox.py: the letterbox and its pad colour (a stretch ignores the pad colour).
 
 
 # -------------------------------------------------------------------------------------- member_from_run

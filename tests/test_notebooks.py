@@ -219,14 +219,15 @@ def executed(demo_root, _outputs_in_tmp) -> dict[str, Path]:
 
 def test_eda_saves_its_figures(executed):
     """Every figure notebook 01 makes: class counts per task, ST1 co-occurrence, boxes, image sizes, a sample grid
-    per head of each task and the ST2 colour swatches."""
+    per head of each task, the ST2 colour swatches and the near-duplicate pairs (an empty gallery says so)."""
     from fh_utils.tasks import get_task
 
     figures = sorted(p.name for p in (executed["test-eda"] / "figures").glob("*.png"))
     samples = [f"samples_{t}_{h.column.lower()}.png" for t in ("st1", "st2") for h in get_task(t).heads]
     want = ["class_counts_st1.png", "class_counts_st2.png", "cooccurrence_st1.png", "box_stats.png",
-            "image_sizes.png", "color_swatches_st2.png", *samples]  # fmt: skip
+            "image_sizes.png", "color_swatches_st2.png", "near_duplicates.png", *samples]  # fmt: skip
     assert figures == sorted(want), figures
+    assert all((executed["test-eda"] / f).is_file() for f in ("near_duplicates.csv", "pool_overlap.csv"))
 
 
 def test_background_removal_writes_the_mirrored_tree(executed, demo_root):

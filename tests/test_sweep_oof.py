@@ -95,3 +95,27 @@ def test_the_oof_command_prints_each_recipe_and_fails_on_an_incomplete_fold_set(
     (root / "fold-sweep" / "t0002" / EPOCH_PREDICTIONS_FILE).unlink()
     assert main(["oof", "fold-sweep", "--runs-root", str(root)]) == 1
     assert "fold(s) [2] stored no per-epoch predictions" in capsys.readouterr().out
+
+
+def test_a_full_fit_trains_the_epoch_count_the_cross_validation_chose(tmp_path, demo_root, monkeypatch):
+    from fh_utils.workbook.oof import full_fit_epochs
+    from fh_utils.workbook.workflow import prepare_training
+
+    root = tmp_path / "runs"
+    n = 0
+    for lr in (0.001, 0.002):
+        for k in range(N_FOLDS):
+            _fold_run(root, f"t{n:04d}", k, lr=lr)
+            n += 1
+    groups = {g.recipe: g for g in sweep_oof("fold-sweep", root, FAST)}
+    with pytest.raises(ValueError, match=r"recipes: \['lr=0.001', 'lr=0.002'\] \(name one as 'fold-sweep\|<recipe>'\)"):
+        full_fit_epochs("fold-sweep", root)
+    epochs, note = full_fit_epochs("fold-sweep|lr=0.002", root)
+    assert epochs == groups["lr=0.002"].result["epochs"] and "lr=0.002" in note
+    with pytest.raises(FileNotFoundError, match="run python -m fh_utils oof other"):
+        full_fit_epochs("other", root)
+    monkeypatch.setenv("FH_OUTPUTS", str(tmp_path))  # the runs folder is <FH_OUTPUTS>/runs = root
+    setup = prepare_training("st2", {"data_root": str(demo_root), "split": "full", "epochs": 99,
+                                     "epochs_from": "fold-sweep|lr=0.001", "run_name": "full-fit"})  # fmt: skip
+    assert setup.train.epochs == groups["lr=0.001"].result["epochs"] != 99
+    assert setup.run["epochs_from"] == "fold-sweep|lr=0.001" and any("cross-validation" in n for n in setup.notes)

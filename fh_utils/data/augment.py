@@ -17,13 +17,16 @@ from fh_utils.tasks import Task, get_task
 AUGMENTS = ("myungbin", "none")
 
 
-def _myungbin_pipeline(task: Task, img_size: int) -> list[A.BasicTransform]:
-    """The seed's pipeline (Myungbin, 2nd place): geometric only for colour, plus photometric for ST1."""
+def _myungbin_pipeline(task: Task, img_size: int, fill: int | tuple[int, ...] = 0) -> list[A.BasicTransform]:
+    """The seed's pipeline (Myungbin, 2nd place): geometric only for colour, plus photometric for ST1.
+
+    ``fill``: colour of the border the affine uncovers (a letterbox's pad colour; 0 as the seed).
+    """
     geometric = [
         A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA),
         A.HorizontalFlip(p=0.5),
         A.Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
-                 border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.5),
+                 border_mode=cv2.BORDER_CONSTANT, fill=fill, p=0.5),
         A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.05, 0.15),
                         hole_width_range=(0.05, 0.15), fill=0, p=0.5),
     ]  # fmt: skip
@@ -64,6 +67,7 @@ def create_transforms(
     augment: str = "myungbin",
     color_spaces: tuple[str, ...] = ("rgb",),
     seed: int = 0,
+    fill: int | tuple[int, ...] = 0,
 ) -> Transform:
     """Build the transform of a split.
 
@@ -74,6 +78,8 @@ def create_transforms(
         augment: ``"myungbin"`` (the 2nd-place pipeline of Myungbin, the "seed" recipe) or ``"none"`` (resize only).
         color_spaces: Colour spaces stacked into the channels, e.g. ``("rgb", "hsv", "lab", "hls", "yuv")``.
         seed: Seed of the augmentation RNG.
+        fill: Colour of the border the training affine uncovers: the letterbox's pad colour
+            (:attr:`fh_utils.data.config.DataConfig.pad_value`), else 0.
 
     Returns:
         A :class:`Transform`.
@@ -82,7 +88,7 @@ def create_transforms(
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     task = get_task(task)
     if train and augment == "myungbin":
-        augs = _myungbin_pipeline(task, img_size)
+        augs = _myungbin_pipeline(task, img_size, fill)
     else:
         augs = [A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA)]
     return Transform(augs, color_spaces=color_spaces, seed=seed)

@@ -12,6 +12,11 @@ cache stores (decode at the same reduction, crop, one INTER_AREA resize to the c
 transform's resize to the input size follows either way: the validation score in ``metrics.json`` and the
 submission's score agree bit for bit (``tests/test_preprocessing.py``). What the cache stores did not change
 with this, so ``CACHE_VERSION`` stays 1.
+
+``resize="letterbox"`` (:attr:`fh_utils.data.config.DataConfig.resize`) letterboxes the crop to the cache side
+instead of stretching it (:func:`fh_utils.data.images.letterbox`), in both paths; the transform's resize of that
+square to the input size then keeps the aspect. The letterbox and its pad colour are part of the entry key; a
+stretch entry's key leaves them out, so the caches built before them keep hitting.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from fh_utils.data.images import DEFAULT_BACKGROUND, crop_box, load_image
+from fh_utils.data.images import DEFAULT_BACKGROUND, crop_box, letterbox, load_image
 
 CACHE_VERSION = 1
 HEADROOM = 1.15
@@ -66,6 +71,9 @@ class FileSource:
         background: Colour transparent pixels are composited onto.
         size: Resize every crop (or whole image) to ``size x size`` with INTER_AREA, as the cache stores it;
             ``None`` returns it at its decoded size.
+        resize: ``"stretch"`` (resize to the square) or ``"letterbox"`` (keep the aspect, pad to the square;
+            without ``size`` padded at its decoded size).
+        pad_value: RGB pad colour of the letterbox.
     """
 
     def __init__(
@@ -75,12 +83,16 @@ class FileSource:
         target_size: int | None = None,
         background: tuple[int, int, int] = DEFAULT_BACKGROUND,
         size: int | None = None,
+        resize: str = "stretch",
+        pad_value: tuple[int, int, int] = (0, 0, 0),
     ):
         self.specs = specs
         self.margin = margin
         self.target_size = target_size
         self.background = background
         self.size = size
+        self.resize = resize
+        self.pad_value = tuple(pad_value)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -97,6 +109,8 @@ class FileSource:
         img = load_image(spec.path, background=self.background, reduce=reduce)
         if crop:
             img = crop_box(img, spec.box, margin=self.margin, scale=1.0 / reduce)
+        if self.resize == "letterbox":
+            return letterbox(img, self.size or None, self.pad_value)
         if self.size:
             img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
         return img
@@ -104,12 +118,26 @@ class FileSource:
 
 @dataclass(frozen=True)
 class CacheParams:
-    """Parameters that define a cache entry besides its source (all part of the key)."""
+    """Parameters that define a cache entry besides its source (all part of the key, see :func:`key_params`)."""
 
     size: int
     margin: float
     background: tuple[int, int, int] = DEFAULT_BACKGROUND
     version: int = CACHE_VERSION
+    resize: str = "stretch"
+    pad_value: tuple[int, int, int] = (0, 0, 0)
+
+
+def key_params(params: CacheParams) -> dict:
+    """The parameters an entry's key holds: all of them, less the letterbox's for a stretch entry.
+
+    A stretch entry never reads the pad colour, and leaving both out keeps the keys of caches built before the
+    letterbox existed.
+    """
+    values = asdict(params)
+    if params.resize == "stretch":
+        del values["resize"], values["pad_value"]
+    return values
 
 
 def cache_size_for(img_size: int) -> int:
@@ -120,16 +148,17 @@ def cache_size_for(img_size: int) -> int:
 def file_source_for(specs: list[CropSpec], params: CacheParams) -> FileSource:
     """The :class:`FileSource` that computes exactly what a cache with ``params`` stores.
 
-    Same decode reduction, margin, background and resize, so cached and uncached crops are equal bit for bit.
+    Same decode reduction, margin, background and resize (or letterbox), so cached and uncached crops are equal
+    bit for bit.
     """
     return FileSource(specs, margin=params.margin, target_size=params.size, background=params.background,
-                      size=params.size)  # fmt: skip
+                      size=params.size, resize=params.resize, pad_value=params.pad_value)  # fmt: skip
 
 
 def _entry_key(spec: CropSpec, crop: bool, params: CacheParams) -> str:
     st = os.stat(spec.path)
     ident = json.dumps(
-        [os.path.abspath(spec.path), st.st_size, st.st_mtime_ns, list(spec.box), crop, asdict(params)],
+        [os.path.abspath(spec.path), st.st_size, st.st_mtime_ns, list(spec.box), crop, key_params(params)],
         sort_keys=True,
     )
     return hashlib.sha1(ident.encode()).hexdigest()

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from fh_utils.data.augment import Transform, create_transforms
 from fh_utils.data.cache import CachedSource, CacheParams, CropSpec, FileSource, cache_size_for, file_source_for
 from fh_utils.data.config import DataConfig, as_data_config
+from fh_utils.data.exclude import exclude_train_rows
 from fh_utils.data.folds import make_split
 from fh_utils.data.reader import BOX_COLUMNS, read_split
 from fh_utils.tasks import Task, get_task
@@ -124,23 +125,28 @@ def build_source(
     cache_dir: str | Path | None = None,
     data_root: str | Path | None = None,
     reduced_decode: bool = True,
+    resize: str = "stretch",
+    pad_value: tuple[int, int, int] = (0, 0, 0),
 ) -> FileSource | CachedSource:
     """Image source of a split: the decode-once cache, or the files computing the same crops.
 
     Both paths give the same array for a row, bit for bit (decode at the cache's reduction, crop, resize to
     the cache side), so a model scores the same with and without the cache (notebook 05 reads the files).
     ``reduced_decode=False`` decodes at full size instead (a benchmark of the seed's way; not equal then).
+    ``resize="letterbox"`` letterboxes the crop to the cache side with ``pad_value`` instead of stretching it
+    (:attr:`fh_utils.data.config.DataConfig.resize`).
     """
     specs = [
         CropSpec(p, tuple(int(v) for v in b))
         for p, b in zip(df["path"], df[BOX_COLUMNS].itertuples(index=False, name=None))
     ]
-    params = CacheParams(size=cache_size_for(img_size), margin=crop_margin)
+    params = CacheParams(size=cache_size_for(img_size), margin=crop_margin, resize=resize,
+                         pad_value=tuple(pad_value))  # fmt: skip
     if cache:
         folder = Path(cache_dir) if cache_dir else DataConfig(data_root=str(data_root or ".")).cache_root()
         return CachedSource(specs, folder, params)
     if not reduced_decode:
-        return FileSource(specs, margin=crop_margin, size=params.size)
+        return FileSource(specs, margin=crop_margin, size=params.size, resize=resize, pad_value=params.pad_value)
     return file_source_for(specs, params)
 
 
@@ -168,10 +174,13 @@ def _dataset(
 ) -> FashionHowDataset:
     """Wrap rows that are already read (and limited) with ``cfg``'s transform, image source and crop setting."""
     augment = cfg.augment if train else "none"
+    # A letterbox's training affine fills the border it uncovers with the pad colour (the stretch: 0, the seed's).
+    fill = cfg.pad_value if cfg.resize == "letterbox" else 0
     transform = create_transforms(task, cfg.img_size, train=train, augment=augment, color_spaces=cfg.color_spaces,
-                                  seed=cfg.seed)  # fmt: skip
+                                  seed=cfg.seed, fill=fill)  # fmt: skip
     source = build_source(df, cfg.img_size, cfg.crop_margin, cache=cfg.cache,
-                          cache_dir=cfg.cache_root() if cfg.cache else None, data_root=cfg.root)  # fmt: skip
+                          cache_dir=cfg.cache_root() if cfg.cache else None, data_root=cfg.root,
+                          resize=cfg.resize, pad_value=cfg.pad_value)  # fmt: skip
     crop_prob = cfg.crop_prob if train else float(cfg.crop_prob > 0)
     return FashionHowDataset(df, task, transform, source, crop_prob=crop_prob, train=train, split_record=split_record)
 
@@ -206,10 +215,13 @@ def split_rows(cfg: DataConfig, task: Task, splits: tuple[str, ...]) -> tuple[di
     """The rows of each of ``splits`` under ``cfg.split`` (:mod:`fh_utils.data.folds`), and the split's record.
 
     Each split is read once, ``limit`` applied (:func:`read_rows`). A fold or full split pools train and val and
-    deals them (:func:`fh_utils.data.folds.make_split`); ``split="full"`` has no "val" rows.
+    deals them (:func:`fh_utils.data.folds.make_split`); ``split="full"`` has no "val" rows. ``cfg.exclude``'s rows
+    then leave the training rows, and only them (:func:`fh_utils.data.exclude.exclude_train_rows`): validation
+    stays comparable with a run trained without the list, and every row keeps its fold.
     """
     if cfg.split == "val" or "train" not in splits:
-        return {split: read_rows(cfg, task, split) for split in splits}, {"split": cfg.split}
+        plain = {split: read_rows(cfg, task, split) for split in splits}
+        return exclude_train_rows(cfg.exclude, plain, {"split": cfg.split})
     pooled = {name: read_rows(cfg, task, name) for name in ("train", "val")}
     fit_rows, val_rows, record = make_split(pooled["train"], pooled["val"], task, cfg.split, seed=cfg.seed,
                                             head=cfg.sampler_head)  # fmt: skip
@@ -221,7 +233,7 @@ def split_rows(cfg: DataConfig, task: Task, splits: tuple[str, ...]) -> tuple[di
                 rows[split] = chosen[split]
         else:
             rows[split] = read_rows(cfg, task, split)
-    return rows, record
+    return exclude_train_rows(cfg.exclude, rows, record)
 
 
 def create_loaders(
@@ -253,6 +265,8 @@ def create_loaders(
     for split, df in rows.items():
         train = split == "train"
         ds = _dataset(cfg, task, df, train, split_record=record if train else None)
+        if train:  # the head a balanced sampler balances, also for one made later (fh_utils.training.rebalance)
+            ds.sampler_head = cfg.sampler_head or task.heads[0].column
         generator = torch.Generator().manual_seed(cfg.seed)
         sampler = None
         if train and cfg.sampler == "balanced":

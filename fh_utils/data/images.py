@@ -178,3 +178,32 @@ def crop_box(
     if xb <= xa or yb <= ya:
         return img
     return img[ya:yb, xa:xb]
+
+
+def letterbox(img: np.ndarray, size: int | None, pad_value: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """Resize keeping the aspect ratio, then pad to a square (the winners' preprocessing; the content centred).
+
+    The longer side becomes ``size`` (one INTER_AREA resize, as the stretch does), the shorter one
+    ``round(shorter * size / longer)`` (at least 1 px); the rest is ``pad_value``, split evenly with the odd pixel
+    after the content (bottom or right).
+
+    Args:
+        img: ``(H, W, 3)`` uint8 image (a crop).
+        size: Side of the square output, px; ``None`` pads to the longer side without resizing.
+        pad_value: RGB colour of the padding.
+
+    Returns:
+        ``(size, size, 3)`` uint8 array (a new array, never a view of ``img``).
+    """
+    h, w = img.shape[:2]
+    side = max(h, w) if size is None else int(size)
+    if h >= w:
+        nh, nw = side, max(1, int(w * side / h + 0.5))
+    else:
+        nh, nw = max(1, int(h * side / w + 0.5)), side
+    content = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    out = np.empty((side, side, img.shape[2]), dtype=np.uint8)
+    out[:] = np.asarray(pad_value, dtype=np.uint8)
+    top, left = (side - nh) // 2, (side - nw) // 2
+    out[top : top + nh, left : left + nw] = content
+    return out

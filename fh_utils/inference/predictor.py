@@ -2,9 +2,9 @@
 
 A :class:`Predictor` holds one model or an ST2 ensemble's members (:class:`fh_utils.models.ensemble.Member`:
 the network, the crop settings its run validated on, its weight) and the test-time augmentation mode. It
-feeds every group of members that share an input (size, colour spaces, crop settings) one pass of crops from
-:func:`fh_utils.data.datasets.create_dataset`, the same code that made the validation crops, so a run
-predicts here exactly what its validation scored.
+feeds every group of members that share an input (size, colour spaces, crop settings, stretch or letterbox) one
+pass of crops from :func:`fh_utils.data.datasets.create_dataset`, the same code that made the validation crops,
+so a run predicts here exactly what its validation scored.
 
 Used by notebook 05 (:mod:`fh_utils.workbook.submission`), by the final evaluation of notebooks 03/04
 (:meth:`Predictor.evaluate`) and by the packaged leaderboard submission (:mod:`fh_utils.inference.aif`).
@@ -40,10 +40,11 @@ from fh_utils.training.tta import check_tta, with_tta
 
 
 def load_members(model_path: str | Path) -> list[Member]:
-    """The members a model file holds: one for ``best.pt`` or ``model_int8.pt``, all of an ``ensemble.pt``.
+    """The members a model file holds: one for a run's checkpoint or ``model_int8.pt``, all of an ``ensemble.pt``.
 
-    A folder stands for its model file (:func:`fh_utils.runs.model_file`). A ``best.pt`` takes its crop settings
-    from the ``config.json`` beside it, as its run validated.
+    A folder stands for its model file (:func:`fh_utils.runs.model_file`: a run's, by the rule it was trained
+    with). A run's checkpoint (``best.pt``, ``final.pt``, ...) takes its crop settings from the ``config.json``
+    beside it, as its run validated.
 
     Raises:
         FileNotFoundError: No model file there.
@@ -61,7 +62,18 @@ def load_members(model_path: str | Path) -> list[Member]:
     if path.name == INT8_FILE:
         model, data = load_int8(path)
         return [Member(model, data, 1.0, str(path.parent), state_dict_size_mb(model))]
-    return [member_from_run(path.parent)]
+    return [member_from_run(path.parent, checkpoint=path)]
+
+
+def label_arrays(task: Task, rows: pd.DataFrame, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(y_true, y_pred)`` arrays ``(N, n_heads)`` of predicted rows whose CSV has labels, else None.
+
+    ``rows``: the CSV's rows (labels under the task's label columns); ``frame``: the official DataFrame predicted
+    for them, in their order. The one place a prediction is paired with its labels (notebook 05, the dry run).
+    """
+    if not all(c in rows for c in task.label_columns):
+        return None
+    return rows[task.label_columns].to_numpy(), frame[[h.key for h in task.heads]].to_numpy()
 
 
 def _predictions(task: Task, probs: dict[str, np.ndarray]) -> np.ndarray:
@@ -173,10 +185,11 @@ class Predictor:
         for i, m in enumerate(self.members):
             groups.setdefault(m.input_key(), []).append(i)
         out: list[dict[str, list]] = [{h.column: [] for h in self.task.heads} for _ in self.members]
-        for (img_size, spaces, margin, crop), idx in groups.items():
+        for (img_size, spaces, margin, crop, resize, pad), idx in groups.items():
+            letterbox = {"resize": resize, "pad_value": pad} if pad is not None else {}
             dataset = create_dataset(root, self.task, "test", train=False, df=rows, img_size=img_size,
                                      augment="none", crop_prob=float(crop), crop_margin=margin,
-                                     color_spaces=spaces)  # fmt: skip
+                                     color_spaces=spaces, **letterbox)  # fmt: skip
             loader = DataLoader(_RowsNamed(dataset, rows), batch_size=self.batch_size, shuffle=False, num_workers=0)
             models = [with_tta(self.members[i].model.to(self.device).eval(), self.tta) for i in idx]
             for x, _ in tqdm(loader, desc="predict", leave=False, disable=not progress):

@@ -18,13 +18,14 @@ import fh_utils
 INCLUDE = (
     "__init__.py", "_lazy.py", "config.py", "io.py", "paths.py", "runs.py", "tasks.py",
     "data/__init__.py", "data/augment.py", "data/cache.py", "data/colorspaces.py", "data/config.py",
-    "data/datasets.py", "data/folds.py", "data/images.py", "data/reader.py",
+    "data/datasets.py", "data/exclude.py", "data/folds.py", "data/images.py", "data/reader.py",
     "models/__init__.py", "models/color_features.py", "models/colornet.py", "models/config.py", "models/ensemble.py",
     "models/export.py", "models/factory.py", "models/pretrained.py",
     "scoring/__init__.py", "scoring/predictions.py",
-    "training/__init__.py", "training/checkpoint.py", "training/config.py", "training/device.py",
-    "training/distill.py", "training/engine.py", "training/losses.py", "training/metrics.py", "training/optim.py",
-    "training/scheduler.py", "training/tensorboard.py", "training/tta.py", "training/watch.py",
+    "training/__init__.py", "training/averaging.py", "training/checkpoint.py", "training/config.py",
+    "training/crt.py", "training/device.py", "training/distill.py", "training/engine.py", "training/losses.py",
+    "training/metrics.py", "training/mixing.py", "training/optim.py", "training/rebalance.py", "training/scheduler.py",
+    "training/tensorboard.py", "training/tta.py", "training/watch.py",
     "inference/__init__.py", "inference/aif.py", "inference/predictor.py",
 )  # fmt: skip
 

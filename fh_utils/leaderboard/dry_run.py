@@ -25,6 +25,7 @@ import pandas as pd
 
 from fh_utils.data.reader import DataProblem, DataValidationError
 from fh_utils.inference.aif import DATASET_ENV, TEST_IMAGES
+from fh_utils.inference.predictor import label_arrays
 from fh_utils.io import read_json, write_json, write_text
 from fh_utils.leaderboard.package import (
     PackagedSubmission,
@@ -152,10 +153,7 @@ class DryRun:
     def labels(self) -> tuple[Any, Any] | None:
         """``(y_true, y_pred)`` arrays ``(N, n_heads)`` when the dry run's CSV has labels, else None."""
         task = get_task(self.task)
-        rows = pd.read_csv(Path(self.dataset) / task.csv_name("test"))
-        if not all(c in rows for c in task.label_columns):
-            return None
-        return rows[task.label_columns].to_numpy(), self.predictions[[h.key for h in task.heads]].to_numpy()
+        return label_arrays(task, pd.read_csv(Path(self.dataset) / task.csv_name("test")), self.predictions)
 
 
 def dry_run_submission(folder: str | Path, dataset: str | Path, threads: int = 0, timeout: float = 1800) -> DryRun:

@@ -38,37 +38,24 @@ import pandas as pd
 
 import fh_utils
 from fh_utils.inference.aif import CODE_ARCHIVE
-from fh_utils.inference.predictor import load_members
+from fh_utils.inference.loading import load_for_prediction
 from fh_utils.io import read_json, write_json, write_text
 from fh_utils.leaderboard.archive import build_code_archive
 from fh_utils.leaderboard.client import CLIENT_SKIPPED_FOLDER_WORDS, client_keeps, client_zip_listing
 from fh_utils.leaderboard.template import MODEL_DIR, NOTEBOOK_FILE, task_notebook
 from fh_utils.ledger import LedgerRow, append_submission
-from fh_utils.models.ensemble import (
-    Member,
-    build_ensemble,
-    check_budget,
-    check_ensemble_allowed,
-    members_task,
-    save_ensemble,
-)  # fmt: skip
+from fh_utils.models.ensemble import Member, members_task, save_ensemble
 from fh_utils.models.factory import RulesError
 from fh_utils.paths import resolve_data_root, submissions_dir
 from fh_utils.runs import (
-    BEST_CKPT,
     CONFIG_FILE,
-    ENSEMBLE_FILE,
-    INT8_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
     SUBMISSION_SPEC_FILE,
-    model_file,
-    parse_weights,
-    resolve_run_dirs,
     run_label,
 )  # fmt: skip
-from fh_utils.scoring.report import ESTIMATES_KEY
-from fh_utils.tasks import Task, get_task
+from fh_utils.scoring.report import ESTIMATES_KEY, run_estimates
+from fh_utils.tasks import Task
 from fh_utils.training.tta import check_tta
 
 
@@ -102,33 +89,26 @@ class PackagedSubmission:
         return "\n".join(lines)
 
 
-def _validated_score(run: Path, tta: str) -> float | None:
-    """What the run's validation scored with ``tta`` (``metrics.json``), or None when not recorded."""
+def _validated_score(run: Path, tta: str, rule: str) -> float | None:
+    """What the run's validation scored for its checkpoint of ``rule`` with ``tta`` (``metrics.json``), else None.
+
+    ``tta_score`` is the final evaluation's (notebooks 03/04 re-evaluate the checkpoint of the run's own rule).
+    """
     path = run / METRICS_FILE
     if not path.is_file():
         return None
     metrics = read_json(path)
+    saved = metrics.get("checkpoint") or {"rule": "best", "score": metrics.get("score")}
+    if saved.get("rule", "best") != rule:
+        return metrics.get("score") if rule == "best" and tta == "none" else None
     if tta == "none":
-        return metrics.get("score")
+        return saved.get("score")
     return metrics.get("tta_score") if metrics.get("tta") == tta else None
 
 
 def _recorded_tta(run: Path) -> str:
     path = run / METRICS_FILE
     return check_tta(read_json(path).get("tta", "none")) if path.is_file() else "none"
-
-
-def _load(runs: list[Path], weights: list[float] | None) -> tuple[list[Member], str, Path | None]:
-    """The members, the kind (run, int8, ensemble) and the model file to copy (None: write an ensemble)."""
-    if len(runs) > 1:
-        return build_ensemble(runs, weights, enforce_rules=True, size_budget=False), "ensemble", None
-    src = model_file(runs[0])
-    if src is None:
-        raise FileNotFoundError(f"{runs[0]} has no {BEST_CKPT} (nor {ENSEMBLE_FILE} / {INT8_FILE}): train the run "
-                                "to at least one validated epoch, or name another run")  # fmt: skip
-    members = load_members(src)
-    kind = {BEST_CKPT: "run", INT8_FILE: "int8", ENSEMBLE_FILE: "ensemble"}[src.name]
-    return members, kind, src
 
 
 def _write_model(folder: Path, members: list[Member], kind: str, src: Path | None) -> str:
@@ -193,6 +173,7 @@ def package_submission(
     name: str = "",
     model_dir: str = MODEL_DIR,
     overwrite: bool = True,
+    checkpoint: str = "",
 ) -> PackagedSubmission:
     """Write the folder the platform scores for a run, a saved ensemble, an int8 export or several runs.
 
@@ -209,19 +190,17 @@ def package_submission(
         name: Submission name; empty: the run's folder name (``<task>-ensemble<n>-<time>`` for several runs).
         model_dir: Folder for the weights inside the submission (the template's ``./model``).
         overwrite: Replace an existing submission folder of that name.
+        checkpoint: The checkpoint rule taken from each run (``"best"``, ``"last"``, ``"avg"``); empty: the rule each
+            run was trained with. Loading and every check: :func:`fh_utils.inference.loading.load_for_prediction`.
 
     Raises:
-        FileNotFoundError: A run without ``best.pt``, with the places looked at.
+        FileNotFoundError: A run without its rule's checkpoint, with the places looked at.
         fh_utils.models.factory.RulesError: An ST1 ensemble, or model files over the 25 MB budget (the size named).
         ValueError: The client's zip rule would drop a file the function needs (each named); a task mismatch.
     """
-    runs = resolve_run_dirs(",".join(map(str, run_dir)) if isinstance(run_dir, list) else run_dir, task)
-    members, kind, src = _load(runs, parse_weights(weights, len(runs)) if len(runs) > 1 else None)
-    the_task = members_task(members)
-    if task and get_task(task).name != the_task.name:
-        raise ValueError(f"task={task!r} but {', '.join(r.name for r in runs)} predict {the_task.name!r}")
-    check_ensemble_allowed(the_task, len(members))
-    size_mb = check_budget(members, the_task)
+    loaded = load_for_prediction(run_dir, task, weights, checkpoint)
+    members, the_task, runs, size_mb = loaded.members, loaded.task, loaded.sources, loaded.size_mb
+    kind = "ensemble" if loaded.kind == "runs" else loaded.kind
     tta = check_tta(tta) if tta else _recorded_tta(runs[0]) if len(runs) == 1 else "none"
     stamp = datetime.now(timezone.utc)
     name = name or (runs[0].name if len(runs) == 1 else f"{the_task.name}-ensemble{len(runs)}-{stamp:%Y%m%d-%H%M%S}")
@@ -238,7 +217,7 @@ def package_submission(
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        model_path = _write_model(staging / model_dir, members, kind, src)
+        model_path = _write_model(staging / model_dir, members, kind, loaded.model_path)
         file_mb = _weights_mb(staging / model_dir)
         budget = the_task.rules.size_budget_mb
         if file_mb > budget:
@@ -250,8 +229,9 @@ def package_submission(
             "members": [{"run": run_label(m.name), "weight": m.weight, "size_mb": round(m.size_mb, 4),
                          "score": m.score} for m in members],
             "size_mb": round(size_mb, 4), "file_mb": round(file_mb, 4), "budget_mb": budget,
-            "validated_score": _validated_score(runs[0], tta) if len(runs) == 1 and kind == "run" else None,
-            **_honest_numbers(runs, kind),
+            "checkpoint": loaded.rule,
+            "validated_score": _validated_score(runs[0], tta, loaded.rule) if kind == "run" else None,
+            **_honest_numbers(runs, kind, loaded.rule, the_task, loaded.run_list),
             "source": [run_label(r) for r in runs], "created": stamp.isoformat(timespec="seconds"),
             "fh_utils_version": fh_utils.__version__,
         }  # fmt: skip
@@ -272,24 +252,36 @@ def package_submission(
     return PackagedSubmission(folder, spec, kept, the_task, training_data_roots(runs))
 
 
-def _honest_numbers(runs: list[Path], kind: str) -> dict[str, Any]:
+def _honest_numbers(runs: list[Path], kind: str, rule: str, task: Task, run_list: dict) -> dict[str, Any]:
     """The honest numbers ``submission.json`` records.
 
-    ``estimate``: the honest estimate of one run's saved checkpoint with its interval (its ``metrics.json``);
-    ``validation``: what its scores were measured on. None for ensembles and exports, which record none.
+    ``estimate``: the honest estimate of one run's checkpoint of ``rule`` with its interval (its ``metrics.json``'s
+    when the run was trained with that rule, else computed now from its stored epochs); ``best_epoch_score``: its
+    best val epoch's score (optimistic); ``validation``: what its scores were measured on. An ensemble chosen by
+    :func:`fh_utils.workbook.ensemble_choice.choose_ensemble` (its ``ensemble_choice.json`` packaged, one member or
+    several): the choice's estimate and its val score (optimistic, chosen there). None for other ensembles and for
+    exports, which record none.
     """
+    if run_list.get("estimate"):
+        return {"estimate": run_list["estimate"], "best_epoch_score": run_list.get("val_score"), "validation": "val"}
     metrics = read_json(runs[0] / METRICS_FILE) if len(runs) == 1 and (runs[0] / METRICS_FILE).is_file() else {}
-    estimate = (metrics.get(ESTIMATES_KEY) or {}).get("estimate") if kind == "run" else None
-    return {"estimate": estimate, "validation": metrics.get("validation", "val") if metrics else None}
+    estimate = None
+    if kind == "run":
+        estimate = (metrics.get(ESTIMATES_KEY) or {}).get("estimate")
+        if estimate is not None and estimate.get("rule", "best") != rule:
+            estimate = (run_estimates(runs[0], task, rule) or {}).get("estimate")
+    return {"estimate": estimate, "best_epoch_score": metrics.get("score") if kind == "run" else None,
+            "validation": metrics.get("validation", "val") if metrics else None}  # fmt: skip
 
 
 def _record_in_ledger(spec: dict[str, Any]) -> None:
     estimate = spec.get("estimate") or {}
     append_submission(LedgerRow(
         name=spec["name"], task=spec["task"], members=";".join(m["run"] for m in spec["members"]),
-        weights=";".join(f"{m['weight']:g}" for m in spec["members"]), rule=estimate.get("rule", "best"),
+        weights=";".join(f"{m['weight']:g}" for m in spec["members"]),
+        rule=spec.get("checkpoint") or estimate.get("rule", ""),
         estimate=estimate.get("score"), estimate_low=estimate.get("low"), estimate_high=estimate.get("high"),
-        best_epoch_score=spec.get("validated_score"), validation=spec.get("validation") or "",
+        best_epoch_score=spec.get("best_epoch_score"), validation=spec.get("validation") or "",
     ))  # fmt: skip
 
 

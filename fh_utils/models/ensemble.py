@@ -20,12 +20,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from fh_utils.data.config import pad_rgb
 from fh_utils.io import atomic_write, read_json, write_json
 from fh_utils.models.factory import RulesError, load_model, model_from_config, state_dict_size_mb, task_of_model
-from fh_utils.runs import CONFIG_FILE, ENSEMBLE_FILE, MANIFEST_FILE, METRICS_FILE
+from fh_utils.runs import (
+    BEST_CKPT,
+    CHECKPOINT_FILES,
+    CONFIG_FILE,
+    ENSEMBLE_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    checkpoint_rule_of,
+    model_file,
+    parse_weights,
+)  # fmt: skip
 from fh_utils.tasks import Task
 
-DATA_KEYS = ("crop_margin", "crop_prob")
+# The data settings that make a model's crops: they travel with it into prediction (runs, ensembles, int8, the package).
+DATA_KEYS = ("crop_margin", "crop_prob", "resize", "pad_value")
 
 
 @dataclass
@@ -34,7 +46,8 @@ class Member:
 
     Attributes:
         model: The network (eval mode, CPU).
-        data: Crop settings of its run (``crop_margin``, ``crop_prob``).
+        data: Crop settings of its run (:data:`DATA_KEYS`: ``crop_margin``, ``crop_prob``, ``resize``,
+            ``pad_value``; a key left out takes :class:`~fh_utils.data.config.DataConfig`'s default).
         weight: Relative weight of its probabilities.
         name: Source run folder (or file).
         size_mb: Its saved size, MB.
@@ -42,35 +55,69 @@ class Member:
     """
 
     model: nn.Module
-    data: dict[str, float] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
     weight: float = 1.0
     name: str = ""
     size_mb: float = 0.0
     score: float | None = None
 
     def input_key(self) -> tuple:
-        """Members with equal keys can share one batch of crops."""
+        """Members with equal keys can share one batch of crops.
+
+        ``(img_size, color_spaces, crop_margin, crops used, resize, pad colour)``; the pad colour is None for a
+        stretch, which never reads it.
+        """
         ic = self.model.input_config
+        resize = str(self.data.get("resize", "stretch"))
+        pad = pad_rgb(self.data.get("pad_value", 0)) if resize == "letterbox" else None
         return (int(ic["img_size"]), tuple(ic["color_spaces"]), float(self.data.get("crop_margin", 0.0)),
-                float(self.data.get("crop_prob", 1.0)) > 0)  # fmt: skip
+                float(self.data.get("crop_prob", 1.0)) > 0, resize, pad)  # fmt: skip
 
 
-def _run_data(run_dir: Path) -> dict[str, float]:
+def data_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`DATA_KEYS` of a run's ``config.json`` ``"data"`` section, typed (a key it lacks stays out).
+
+    Floats for the crop margin and probability, the resize mode as a string, the pad colour as an RGB tuple:
+    settings read from JSON and live ones compare equal.
+    """
+    out: dict[str, Any] = {k: float(data[k]) for k in ("crop_margin", "crop_prob") if k in data}
+    if "resize" in data:
+        out["resize"] = str(data["resize"])
+    if "pad_value" in data:
+        out["pad_value"] = pad_rgb(data["pad_value"])
+    return out
+
+
+def _run_data(run_dir: Path) -> dict[str, Any]:
     config_path = run_dir / CONFIG_FILE
     data = read_json(config_path).get("data", {}) if config_path.exists() else {}
-    return {k: float(data[k]) for k in DATA_KEYS if k in data}
+    return data_settings(data)
+
+
+def _checkpoint_score(run: Path, rule: str | None) -> float | None:
+    """The val score ``metrics.json`` records for the run's checkpoint of ``rule`` (best: the best epoch's)."""
+    path = run / METRICS_FILE
+    if not path.exists():
+        return None
+    metrics = read_json(path)
+    saved = metrics.get("checkpoint") or {}
+    if rule is not None and saved.get("rule") == rule:
+        return saved.get("score")
+    return metrics.get("score") if rule == "best" else None
 
 
 def member_from_run(run_dir: str | Path, weight: float = 1.0, checkpoint: str | Path | None = None) -> Member:
-    """A :class:`Member` from a run folder's ``best.pt`` (its crop settings from ``config.json``).
+    """A :class:`Member` from a run folder's checkpoint (its crop settings from ``config.json``).
 
-    ``checkpoint``: another weights file of the run instead (e.g. ``checkpoints/epoch_012.pt``).
+    The checkpoint of the rule the run was trained with (:func:`fh_utils.runs.model_file`), or ``checkpoint``: another
+    weights file of the run (e.g. ``final.pt`` or ``checkpoints/epoch_012.pt``). ``score`` is that checkpoint's
+    recorded val score when ``metrics.json`` has it.
     """
     run = Path(run_dir)
-    model = load_model(checkpoint if checkpoint is not None else run, map_location="cpu")
-    metrics_path = run / METRICS_FILE
-    score = read_json(metrics_path).get("score") if metrics_path.exists() else None
-    return Member(model, _run_data(run), float(weight), str(run), state_dict_size_mb(model), score)
+    path = Path(checkpoint) if checkpoint is not None else model_file(run) or run / BEST_CKPT
+    model = load_model(path, map_location="cpu")
+    return Member(model, _run_data(run), float(weight), str(run), state_dict_size_mb(model),
+                  _checkpoint_score(run, checkpoint_rule_of(path)))  # fmt: skip
 
 
 def check_ensemble_allowed(task: Task, n_members: int, enforce_rules: bool = True) -> None:
@@ -106,29 +153,40 @@ def members_task(members: list[Member]) -> Task:
     return task_of_model(members[0].model)
 
 
+def _rule_file(run: str | Path, rule: str) -> Path | None:
+    """The run's checkpoint of ``rule`` (None: the run's own rule); a missing one is an error naming it."""
+    if not rule:
+        return None
+    path = model_file(run, rule)
+    if path is None:
+        raise FileNotFoundError(f"{run} has no {rule!r} checkpoint ({CHECKPOINT_FILES[rule]})")
+    return path
+
+
 def build_ensemble(
     run_dirs: list[str | Path],
     weights: list[float] | None = None,
     enforce_rules: bool = True,
     size_budget: bool = True,
+    rule: str = "",
 ) -> list[Member]:
     """Load the members of an ensemble from run folders, check the rules and the budget.
 
     Args:
-        run_dirs: Run folders (each with ``best.pt``).
+        run_dirs: Run folders (each with its rule's checkpoint).
         weights: One weight per run (default: equal); normalised when averaging.
         enforce_rules: Refuse an ensemble for a task that forbids it (ST1).
         size_budget: Refuse members whose summed size exceeds the task's budget.
+        rule: The checkpoint rule every member is taken by (``""``: each run's own, see
+            :func:`fh_utils.runs.model_file`).
 
     Raises:
         RulesError: ST1 ensemble with ``enforce_rules``, or over the size budget.
     """
-    weights = list(weights) if weights else [1.0] * len(run_dirs)
-    if len(weights) != len(run_dirs):
-        raise ValueError(f"{len(weights)} weights for {len(run_dirs)} runs")
+    weights = parse_weights(weights, len(run_dirs)) or [1.0] * len(run_dirs)  # not one per run: an error
     if not run_dirs:
         raise ValueError("an ensemble needs at least one run folder")
-    members = [member_from_run(r, w) for r, w in zip(run_dirs, weights)]
+    members = [member_from_run(r, w, checkpoint=_rule_file(r, rule)) for r, w in zip(run_dirs, weights)]
     task = members_task(members)
     check_ensemble_allowed(task, len(members), enforce_rules)
     check_budget(members, task, size_budget)

@@ -6,8 +6,8 @@ offline, as the scoring server does. Transformers (most weights in Linear layers
 about twice the 25 MB fp32 budget fits in int8. Convolutions stay fp32, so CNNs barely shrink.
 
 An export lives in its own folder: ``model_int8.pt`` (int8 state dict, ``model_config``, the run's crop
-settings) and ``config.json`` (the source run's, with ``run.kind = "int8"``), which notebook 05 scores like a
-run folder.
+settings: :data:`fh_utils.models.ensemble.DATA_KEYS`) and ``config.json`` (the source run's, with
+``run.kind = "int8"``), which notebook 05 scores like a run folder.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fh_utils.io import atomic_write, read_json, write_json
+from fh_utils.models.ensemble import data_settings
 from fh_utils.models.factory import load_model, model_from_config, state_dict_size_mb
 from fh_utils.runs import CONFIG_FILE, INT8_FILE
 
@@ -70,7 +71,7 @@ def export_int8(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     config = read_json(run / CONFIG_FILE) if (run / CONFIG_FILE).exists() else {}
     data = config.get("data", {})
     state = {"kind": INT8_KIND, "model": q.state_dict(), "model_config": fp32.model_config,
-             "data": {k: data[k] for k in ("crop_margin", "crop_prob") if k in data}, "source": str(run)}  # fmt: skip
+             "data": data_settings(data), "source": str(run)}  # fmt: skip
     path = out / INT8_FILE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

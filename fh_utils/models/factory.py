@@ -19,7 +19,7 @@ from fh_utils.data.colorspaces import check_spaces, color_space_stats
 from fh_utils.models import colornet  # noqa: F401  (registers fh_colornet with timm)
 from fh_utils.models.config import DEFAULT_BACKBONE, backbone_defaults
 from fh_utils.models.pretrained import PretrainedUnavailableError, resolve_pretrained  # noqa: F401  (re-exported)
-from fh_utils.runs import BEST_CKPT
+from fh_utils.runs import BEST_CKPT, model_file
 from fh_utils.tasks import Task, get_task
 
 
@@ -236,13 +236,15 @@ def model_from_config(config: dict[str, Any], check_size: bool = False) -> Fashi
 
 
 def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu", use_ema: bool = True) -> FashionHowNet:
-    """Load a model from a run checkpoint (``best.pt``/``last.pt``) or a run folder (its ``best.pt``).
+    """Load a model from a run checkpoint (``best.pt``, ``final.pt``, ``last.pt``, ...) or a run folder.
+
+    A run folder loads the checkpoint of the rule it was trained with (:func:`fh_utils.runs.model_file`).
 
     Uses ``torch.load(weights_only=True)``: checkpoints hold tensors and plain containers only.
     """
     path = Path(checkpoint)
     if path.is_dir():
-        path = path / BEST_CKPT
+        path = model_file(path) or path / BEST_CKPT  # the missing file is then named by torch.load's error
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     model = model_from_config(ckpt["model_config"])
     state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from fh_utils.io import read_json, write_json
-from fh_utils.runs import EPOCH_PREDICTIONS_FILE, METRICS_FILE
+from fh_utils.runs import (
+    CHECKPOINT_PREDICTIONS_FILE,
+    EPOCH_PREDICTIONS_FILE,
+    METRICS_FILE,
+    check_checkpoint_rule,
+    run_checkpoint_rule,
+)  # fmt: skip
 from fh_utils.scoring.estimates import EstimateSettings, epoch_estimates
 from fh_utils.scoring.predictions import EpochPredictions
 from fh_utils.tasks import Task
@@ -23,14 +29,16 @@ from fh_utils.tasks import Task
 ESTIMATES_KEY = "estimates"
 
 
-def run_estimates(run_dir: str | Path, task: Task, rule: str = "best",
+def run_estimates(run_dir: str | Path, task: Task, rule: str = "",
                   settings: EstimateSettings | None = None) -> dict[str, Any] | None:  # fmt: skip
     """The run's best-epoch, last-epoch, last-three and honest numbers, or None without stored predictions.
 
     Args:
         run_dir: The run folder.
         task: The run's task.
-        rule: How its saved checkpoint was chosen (``"best"`` or ``"last"``).
+        rule: How the checkpoint estimated was chosen (:data:`fh_utils.runs.CHECKPOINT_RULES`; ``""``: the rule the
+            run was trained with). A weight average is estimated from its own stored val probabilities
+            (``val_avg.npz``); without them the estimate is None.
         settings: How the estimates are made (defaults: 5 folds, 10 repeats, 200 bootstrap replicates, 90 %).
 
     Returns:
@@ -42,10 +50,19 @@ def run_estimates(run_dir: str | Path, task: Task, rule: str = "best",
     record = EpochPredictions.load(path)
     if len(record.epochs) == 0:
         return None
-    return epoch_estimates(task, record.targets, record.probabilities, rule=rule, settings=settings)
+    rule = check_checkpoint_rule(rule or run_checkpoint_rule(run_dir))
+    checkpoint = None
+    if rule not in ("best", "last"):
+        own = Path(run_dir) / CHECKPOINT_PREDICTIONS_FILE.format(rule=rule)
+        if not own.exists():
+            return None
+        saved = EpochPredictions.load(own)
+        checkpoint = saved.at_epoch(int(saved.epochs[-1]))
+    return epoch_estimates(task, record.targets, record.probabilities, rule=rule,
+                           checkpoint_probabilities=checkpoint, settings=settings)  # fmt: skip
 
 
-def write_run_estimates(run_dir: str | Path, task: Task, rule: str = "best",
+def write_run_estimates(run_dir: str | Path, task: Task, rule: str = "",
                         settings: EstimateSettings | None = None) -> dict[str, Any] | None:  # fmt: skip
     """Compute :func:`run_estimates` and store it in the run's ``metrics.json`` (nothing else there changes).
 

@@ -6,11 +6,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from fh_utils.config import config_from_dict, config_to_dict
+from fh_utils.runs import check_checkpoint_rule
 
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULERS = ("cosine_restarts", "warmup_cosine", "none")
 LOSSES = ("ce", "logit_adjust")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+# Long-tail recipes (issue 31): deferred re-balancing (fh_utils.training.rebalance), batch mixing
+# (fh_utils.training.mixing); classifier re-training is crt_epochs (fh_utils.training.crt).
+REBALANCE_MODES = ("none", "sampler", "reweight")
+MIX_MODES = ("none", "cutmix", "mixup")
 
 
 @dataclass
@@ -49,6 +54,24 @@ class TrainConfig:
         distill_temperature: Softmax temperature of the distillation term.
         keep_epochs: The weights of the last this many epochs are kept in ``checkpoints/`` (weight averaging
             reads them; 0: none).
+        checkpoint: The rule that chooses what the run submits (:data:`fh_utils.runs.CHECKPOINT_RULES`):
+            ``"best"`` (the best val epoch, ``best.pt``), ``"last"`` (the last epoch, ``final.pt``) or ``"avg"``
+            (the mean of the last ``keep_epochs`` epochs' weights with batch-norm statistics recomputed on the
+            training data, ``averaged.pt``). Notebook 05 and ``package`` take it; the honest estimate follows it.
+        rebalance: Deferred re-balancing (Cao et al., 2019): plain sampling until ``rebalance_epoch``, then
+            ``"sampler"`` (DRS: the class-balanced sampler of ``DataConfig.sampler_head``) or ``"reweight"``
+            (DRW: every head's loss weighted by class-balanced effective-number weights, Cui et al. 2019, beta
+            0.9999); ``"none"``: off. The train loader must not be balanced already.
+        rebalance_epoch: First re-balanced epoch, 1-based as in ``history.csv``; 0: the last fifth of the run
+            (``epochs * 4 // 5 + 1``, e.g. 10 of 12; Cao et al. switch at 160 of 200).
+        crt_epochs: Classifier re-training (cRT, Kang et al., 2020) after training: the heads re-initialised
+            and trained this many epochs on the frozen backbone with class-balanced batches; saved as ``crt.pt``
+            and scored on val (``metrics.json`` ``"crt"``, ``val_crt.npz``). 0: off.
+        mix: Batch mixing: ``"cutmix"`` (a box of another image pasted in: no pixel is a blend of two colours),
+            ``"mixup"`` (whole images blended; for comparison) or ``"none"``. The loss is
+            ``lam * L(y_a) + (1 - lam) * L(y_b)`` (every head, any loss).
+        mix_prob: Probability that a batch is mixed.
+        mix_alpha: Beta(alpha, alpha) distribution of the mixing weight.
     """
 
     epochs: int = 30
@@ -77,6 +100,13 @@ class TrainConfig:
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
     keep_epochs: int = 5
+    checkpoint: str = "best"
+    rebalance: str = "none"
+    rebalance_epoch: int = 0
+    crt_epochs: int = 0
+    mix: str = "none"
+    mix_prob: float = 0.5
+    mix_alpha: float = 1.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -85,8 +115,27 @@ class TrainConfig:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        check_checkpoint_rule(self.checkpoint)
+        if self.checkpoint == "avg" and self.keep_epochs < 1:
+            raise ValueError("checkpoint='avg' averages the kept epochs' weights: keep_epochs must be at least 1")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        self._check_recipes()
+
+    def _check_recipes(self) -> None:
+        if self.rebalance not in REBALANCE_MODES:
+            raise ValueError(f"rebalance must be one of {REBALANCE_MODES}, got {self.rebalance!r}")
+        if self.rebalance != "none" and not 0 <= self.rebalance_epoch <= self.epochs:
+            raise ValueError(f"rebalance_epoch must be 1..epochs ({self.epochs}) or 0 (the last fifth), "
+                             f"got {self.rebalance_epoch}")  # fmt: skip
+        if self.crt_epochs < 0:
+            raise ValueError(f"crt_epochs must be >= 0, got {self.crt_epochs}")
+        if self.mix not in MIX_MODES:
+            raise ValueError(f"mix must be one of {MIX_MODES}, got {self.mix!r}")
+        if not 0.0 <= self.mix_prob <= 1.0:
+            raise ValueError(f"mix_prob must be in [0, 1], got {self.mix_prob}")
+        if self.mix_alpha <= 0:
+            raise ValueError(f"mix_alpha must be > 0, got {self.mix_alpha}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for ``config.json``."""

@@ -13,6 +13,7 @@ state (:mod:`~fh_utils.training.checkpoint`) and the device and precision (:mod:
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import random
@@ -30,12 +31,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fh_utils.data.datasets import seed_epoch
-from fh_utils.io import TMP_SUFFIX
+from fh_utils.io import TMP_SUFFIX, atomic_write
 from fh_utils.runs import (
+    AVERAGED_CKPT,
     BEST_CKPT,
+    CHECKPOINT_FILES,
+    CHECKPOINT_PREDICTIONS_FILE,
     CHECKPOINTS_DIR,
     CONFIG_FILE,
     EPOCH_PREDICTIONS_FILE,
+    FINAL_CKPT,
     LAST_CKPT,
     METRICS_FILE,
     read_json,
@@ -48,7 +53,9 @@ from fh_utils.training.config import TrainConfig
 from fh_utils.training.device import amp_dtype, resolve_device, set_threads, sum_dtype, uses_channels_last
 from fh_utils.training.losses import MultiHeadLoss
 from fh_utils.training.metrics import task_metrics
+from fh_utils.training.mixing import create_mixer, mixed_loss
 from fh_utils.training.optim import create_optimizer
+from fh_utils.training.rebalance import Rebalancer
 from fh_utils.training.scheduler import UpdateCounter, create_scheduler, step_scheduler
 
 log = logging.getLogger("fh_utils.train")
@@ -148,6 +155,7 @@ class _Loop:
     teacher: nn.Module | None = None  # frozen, never part of the saved state (fh_utils.training.distill)
     distill: nn.Module | None = None
     updates: UpdateCounter | None = None  # the optimizer's updates (a skipped fp16 step makes none)
+    rebalance: Rebalancer | None = None  # deferred re-balancing: each epoch's loader and class weights
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -203,7 +211,7 @@ def fit(
     """
     base = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
     cfg = TrainConfig.from_dict({**base, **overrides})
-    task = _resolve_task(model, task)
+    task = resolve_task(model, task)
     if cfg.loss == "logit_adjust" and class_priors is None:
         raise ValueError("loss='logit_adjust' needs class_priors: pass "
                          "fh_utils.training.losses.class_priors(train targets, task)")  # fmt: skip
@@ -240,6 +248,11 @@ def fit(
 
         with RunWatch(run_dir, state.history, cfg.epochs, extra_metrics) as watch:
             _train_epochs(loop, state, loaders, run_dir, extra_metrics or {}, [watch.on_epoch, *(callbacks or [])])
+            _save_rule_checkpoint(loop, state, loaders, run_dir)
+            if cfg.crt_epochs:  # classifier re-training from the rule's checkpoint: crt.pt (fh_utils.training.crt)
+                from fh_utils.training.crt import retrain_after_fit
+
+                retrain_after_fit(loop, state, loaders, run_dir, evaluate, _epoch_record)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -276,7 +289,8 @@ def _warn_if_teacher_dropped(run_dir: Path, loop: _Loop) -> None:
         )
 
 
-def _resolve_task(model: nn.Module, task: Task | str | None) -> Task:
+def resolve_task(model: nn.Module, task: Task | str | None) -> Task:
+    """``task`` as a :class:`Task` (a name is looked up); None: the task the model was built for."""
     if isinstance(task, Task):
         return task
     if task is not None:
@@ -301,12 +315,16 @@ def _setup(model, train_loader, cfg: TrainConfig, task: Task, device, priors, pr
     criterion = MultiHeadLoss(task, cfg, priors).to(device)
     step_model = torch.compile(model) if cfg.compile else model
     loop = _Loop(cfg, task, device, dtype, channels_last, criterion, step_model, progress,
-                 updates=UpdateCounter(opt))  # fmt: skip
+                 updates=UpdateCounter(opt), rebalance=Rebalancer(cfg, task, train_loader, device))  # fmt: skip
     return loop, state
 
 
 def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> dict:
     cfg, task = loop.cfg, loop.task
+    if loop.rebalance is not None:  # DRS / DRW: a function of the epoch alone, so a resumed run switches alike
+        loader = loop.rebalance.loader(loader, state.epoch)
+        loop.criterion.class_weights = loop.rebalance.class_weights(loader, state.epoch)
+    mixer = create_mixer(cfg, state.epoch)  # CutMix / mixup of the uint8 batch, drawn from (seed, epoch)
     seed_epoch(loader, cfg.seed, state.epoch)
     state.model.train()
     start = time.perf_counter()
@@ -319,6 +337,7 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False, disable=not loop.progress)
     for i, (x, y) in enumerate(bar):
         x, y = x.to(loop.device, non_blocking=True), y.to(loop.device, non_blocking=True)
+        x, mix = mixer(x, y) if mixer is not None else (x, None)
         if loop.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if loop.teacher is not None:
@@ -327,10 +346,10 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
             soft = {k: v.clone() for k, v in soft.items()}  # inference tensors cannot be saved for backward
         with loop.autocast():
             out = loop.step_model(x)
-            if loop.distill is not None:
-                loss, hard_term, soft_term = loop.distill(out, y, soft)
+            if loop.distill is not None:  # a mixed batch: lam * loss(y) + (1 - lam) * loss(y of its partners)
+                loss, hard_term, soft_term = mixed_loss(loop.distill, out, y, mix, soft)
             else:
-                loss = loop.criterion(out, y)
+                loss = mixed_loss(loop.criterion, out, y, mix)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         if cfg.grad_clip:
@@ -358,6 +377,9 @@ def _train_one_epoch(loop: _Loop, state: TrainingState, loader: DataLoader) -> d
     row = {"epoch": state.epoch + 1, "lr": state.optimizer.param_groups[0]["lr"], "train_loss": means.pop("train_loss"),
            "train_top1": means.pop("train_top1"), "train_img_per_s": seen / max(seconds, 1e-9)}  # fmt: skip
     row.update(means)  # with a teacher: both terms of the distillation loss, before the alpha weighting
+    if loop.rebalance is not None and loop.rebalance.mode != "none":
+        loop.criterion.class_weights = None  # the validation loss is never weighted
+        row["rebalanced"] = float(loop.rebalance.active(state.epoch))  # 1 from the first re-balanced epoch
     return row
 
 
@@ -435,6 +457,50 @@ def _train_epochs(loop: _Loop, state: TrainingState, loaders, run_dir: Path, ext
         if cfg.early_stopping and state.bad_epochs >= cfg.early_stopping:
             log.info("early stopping: no improvement for %d epochs", state.bad_epochs)
             break
+
+
+def _save_rule_checkpoint(loop: _Loop, state: TrainingState, loaders: dict, run_dir: Path) -> dict:
+    """Save what the rule submits once the last epoch is done, and record it.
+
+    ``final.pt`` (the last epoch's weights) always; the weight average when the rule asks for it; and
+    ``metrics.json``'s ``"checkpoint"``: the rule, its file, its epoch(s) and its val score.
+    """
+    cfg = loop.cfg
+    state.save_weights(run_dir / FINAL_CKPT)
+    entry: dict[str, Any] = {"rule": cfg.checkpoint, "file": CHECKPOINT_FILES[cfg.checkpoint]}
+    if cfg.checkpoint == "best":
+        entry.update(epoch=state.best_epoch, score=state.best_score if math.isfinite(state.best_score) else None)
+    elif cfg.checkpoint == "last":
+        entry.update(epoch=state.epoch, score=(state.history[-1] if state.history else {}).get("val_score"))
+    else:
+        entry.update(_save_weight_average(loop, state, loaders, run_dir))
+    metrics_path = run_dir / METRICS_FILE
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    write_json(metrics_path, {**metrics, "checkpoint": entry})
+    return entry
+
+
+def _save_weight_average(loop: _Loop, state: TrainingState, loaders: dict, run_dir: Path) -> dict:
+    from fh_utils.training.averaging import average_state_dicts, recompute_batchnorm
+
+    paths = sorted((run_dir / CHECKPOINTS_DIR).glob("epoch_*.pt"))[-loop.cfg.keep_epochs :]
+    epochs = [int(p.stem.split("_")[1]) for p in paths]
+    model = copy.deepcopy(state.eval_model)
+    model.load_state_dict(average_state_dicts(paths))
+    seed_epoch(loaders["train"], loop.cfg.seed, state.epoch)  # the pass that re-estimates batch-norm replays
+    recomputed = recompute_batchnorm(model, loaders["train"], loop.device)
+    weights = {"model": model.state_dict(), "model_config": getattr(state.model, "model_config", {}),
+               "epoch": state.epoch, "averaged_epochs": epochs}  # fmt: skip
+    atomic_write(run_dir / AVERAGED_CKPT, lambda tmp: torch.save(weights, tmp))
+    entry: dict[str, Any] = {"epochs": epochs, "batchnorm_recomputed": recomputed, "score": None}
+    val_loader = loaders.get("val")
+    if val_loader is not None:
+        val = evaluate(model, val_loader, loop.task, loop.device, loop.amp_dtype, progress=loop.progress)
+        entry["score"] = val["score"]
+        record = _epoch_record(run_dir, val_loader.dataset, loop.task, state).first(0)
+        record.append(state.epoch, val["probabilities"]).save(run_dir / CHECKPOINT_PREDICTIONS_FILE.format(rule="avg"))
+        log.info("weight average of epochs %s: val %s %.4f", epochs, loop.task.metric, val["score"])
+    return entry
 
 
 def _log_epoch(loop: _Loop, row: dict, improved: bool) -> None:

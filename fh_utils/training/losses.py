@@ -26,6 +26,7 @@ def logit_adjusted_loss(
     log_prior: torch.Tensor,
     tau: float = 1.0,
     label_smoothing: float = 0.0,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logit-adjusted cross-entropy (Menon et al., 2021): CE on ``logits + tau * log(prior)``.
 
@@ -39,12 +40,18 @@ def logit_adjusted_loss(
             device and dtype.
         tau: Strength of the adjustment (0: plain cross-entropy).
         label_smoothing: Cross-entropy label smoothing.
+        weight: ``(C,)`` class weights of the cross-entropy (deferred re-weighting), or None.
     """
-    return F.cross_entropy(logits + tau * log_prior.to(logits), target, label_smoothing=label_smoothing)
+    return F.cross_entropy(logits + tau * log_prior.to(logits), target, weight=weight,
+                           label_smoothing=label_smoothing)  # fmt: skip
 
 
 class MultiHeadLoss(nn.Module):
-    """Sum over heads of (optionally logit-adjusted) cross-entropy, with per-head weights."""
+    """Sum over heads of (optionally logit-adjusted) cross-entropy, with per-head weights.
+
+    ``class_weights`` (``{column: (C,) tensor}`` on the loss's device, or None) weights each head's classes; the
+    engine sets it for the re-weighted epochs of deferred re-weighting only (:mod:`fh_utils.training.rebalance`).
+    """
 
     def __init__(self, task: Task, cfg: TrainConfig, priors: dict[str, torch.Tensor] | None = None):
         super().__init__()
@@ -53,6 +60,7 @@ class MultiHeadLoss(nn.Module):
         self.weights = {h.column: float((cfg.head_weights or {}).get(h.column, 1.0)) for h in task.heads}
         self.priors = priors if cfg.loss == "logit_adjust" else None
         self.tau = cfg.logit_adjust_tau
+        self.class_weights: dict[str, torch.Tensor] | None = None
         # log(prior) once, as buffers: .to(device) moves them, so no step copies a CPU tensor to the GPU (a sync).
         for j, head in enumerate(task.heads):
             if self.priors is not None:
@@ -63,10 +71,11 @@ class MultiHeadLoss(nn.Module):
         total = 0.0
         for j, head in enumerate(self.task.heads):
             logits, y = outputs[head.column].float(), targets[:, j]
+            weight = self.class_weights[head.column] if self.class_weights is not None else None
             if self.priors is not None:
                 log_prior = getattr(self, f"log_prior_{j}")
-                loss = logit_adjusted_loss(logits, y, log_prior, self.tau, label_smoothing=self.smoothing)
+                loss = logit_adjusted_loss(logits, y, log_prior, self.tau, self.smoothing, weight)
             else:
-                loss = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
+                loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=self.smoothing)
             total = total + self.weights[head.column] * loss
         return total

@@ -305,11 +305,11 @@ def score_vs_parameters(frame: pd.DataFrame, names: list[str] | None = None) -> 
         if column not in scored:
             ax.set_visible(False)
             continue
+        # Numeric or categorical for the whole column: one axis cannot take numbers for one task, text for another.
+        values = pd.to_numeric(scored[column], errors="coerce")
+        values = scored[column].map(str) if values.isna().any() else values  # map: astype(str) keeps NaN
         for task, sub in scored.groupby("task"):
-            x = pd.to_numeric(sub[column], errors="coerce")
-            if x.isna().any():
-                x = sub[column].astype(str)
-            ax.plot(x, sub["score"], "o", alpha=0.7, label=str(task).upper())
+            ax.plot(values[sub.index], sub["score"], "o", alpha=0.7, label=str(task).upper())
         ax.set_xlabel(name)
         ax.set_ylabel("score")
         ax.grid(alpha=0.3)

@@ -113,19 +113,22 @@ def record_tta(run_dir: str | Path, tta: str, result: dict) -> dict:
     return metrics
 
 
-def evaluate_best(setup: RunSetup, loaders: dict, device: torch.device | str) -> tuple[torch.nn.Module, dict]:
-    """Notebooks 03/04's final evaluation: reload ``best.pt``, score val with the run's TTA, and record it.
+def evaluate_checkpoint(setup: RunSetup, loaders: dict, device: torch.device | str) -> tuple[torch.nn.Module, dict]:
+    """Notebooks 03/04's final evaluation: reload the run's checkpoint, score val with the run's TTA, record it.
 
-    The model is loaded and wrapped by :class:`fh_utils.inference.predictor.Predictor`, the object notebook 05
-    and the packaged submission predict with. ``metrics.json`` gets ``tta`` / ``tta_score`` and
-    ``val_predictions.csv`` is written.
+    The checkpoint is the one the run's rule saved (``best.pt``, ``final.pt`` or ``averaged.pt``), loaded and
+    checked by :func:`fh_utils.inference.loading.load_for_prediction` and wrapped by
+    :class:`fh_utils.inference.predictor.Predictor`: the road notebook 05 and the packaged submission take.
+    ``metrics.json`` gets ``tta`` / ``tta_score`` and ``val_predictions.csv`` is written.
 
     Returns:
-        The best model and the :func:`fh_utils.training.engine.evaluate` result.
+        The checkpoint's model and the :func:`fh_utils.training.engine.evaluate` result.
     """
+    from fh_utils.inference.loading import load_for_prediction
     from fh_utils.inference.predictor import Predictor
 
-    predictor = Predictor.load(setup.run_dir / BEST_CKPT, setup.run["tta"], device=device)
+    loaded = load_for_prediction(setup.run_dir, setup.task.name, size_budget=False)
+    predictor = Predictor(loaded.members, setup.run["tta"], device=device)
     val = predictor.evaluate(loaders["val"])
     record_tta(setup.run_dir, predictor.tta, val)
     save_predictions(setup.run_dir, loaders["val"].dataset, val, setup.task)
@@ -146,8 +149,10 @@ def score_report(run_dir: str | Path, result: dict | None = None) -> str:
     """
     m = read_json(Path(run_dir) / METRICS_FILE)
     lines = [f"{m['task'].upper()} best val score ({m['metric']}): {m['score']:.4f} at epoch {m['epoch']}"]
+    saved = m.get("checkpoint") or {"rule": "best", "file": BEST_CKPT}
     if result is not None:
-        lines.append(f"re-evaluated {BEST_CKPT} (tta {m.get('tta', 'none')}): {result['score']:.4f}")
+        lines.append(f"re-evaluated {saved['file']} (checkpoint rule {saved['rule']!r}, tta {m.get('tta', 'none')}): "
+                     f"{result['score']:.4f}")  # fmt: skip
     if m.get("baseline_score") is not None:
         lines.append(f"colour baseline (histograms + logistic regression): {m['baseline_score']:.4f}")
     if m.get(ESTIMATES_KEY):

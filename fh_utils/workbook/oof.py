@@ -144,3 +144,37 @@ def oof_table(groups: list[OofGroup]) -> pd.DataFrame:
                      "full_fit_epochs": r.get("epochs"), "at_chosen (optimistic)": r.get("at_chosen"),
                      "rows": r.get("rows"), "problem": g.problem})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def full_fit_epochs(source: str, root: str | Path | None = None) -> tuple[int, str]:
+    """The epoch count a fold sweep's cross-validation chose, for a ``full`` fit of the recipe.
+
+    Args:
+        source: ``"SWEEP"`` (its one recipe) or ``"SWEEP|RECIPE"`` (a recipe label of its ``oof_report.json``, as
+            ``python -m fh_utils oof SWEEP`` prints it). Several seeds of the recipe: the median of their counts.
+        root: The runs folder (default ``outputs/runs``).
+
+    Returns:
+        The count and a line saying where it came from.
+
+    Raises:
+        FileNotFoundError: The sweep has no ``oof_report.json`` (run ``python -m fh_utils oof SWEEP``).
+        ValueError: No scored fold set of the recipe, or several recipes and none named (each named).
+    """
+    sweep, _, recipe = source.partition("|")
+    report_path = (Path(root) if root else runs_dir()) / sweep / OOF_DIR / OOF_REPORT
+    if not report_path.is_file():
+        raise FileNotFoundError(f"epochs_from={source!r}: {report_path} not found; run python -m fh_utils oof {sweep}")
+    scored = [g for g in read_json(report_path).get("groups", []) if g.get("result")]
+    recipes = sorted({g["recipe"] for g in scored})
+    if not recipe and len(recipes) == 1:
+        recipe = recipes[0]
+    chosen = [g for g in scored if g["recipe"] == recipe]
+    if not chosen:
+        raise ValueError(f"epochs_from={source!r}: no scored fold set of recipe {recipe!r} in {report_path}; "
+                         f"recipes: {recipes or 'none'} (name one as '{sweep}|<recipe>')")  # fmt: skip
+    counts = sorted(int(g["result"]["epochs"]) for g in chosen)
+    epochs = counts[(len(counts) - 1) // 2]
+    seeds = ", ".join(str(g["seed"]) for g in chosen)
+    return epochs, (f"epochs    {epochs}: the count the cross-validation of {sweep} chose for {recipe!r} "
+                    f"(seed(s) {seeds}: {counts})")  # fmt: skip

@@ -28,22 +28,14 @@ import pandas as pd
 import torch
 
 from fh_utils.data import reader as _data
-from fh_utils.inference.predictor import Predictor
+from fh_utils.inference.loading import load_for_prediction
+from fh_utils.inference.predictor import Predictor, label_arrays
 from fh_utils.inference.predictor import _predictions as _predictions
 from fh_utils.io import atomic_write, read_json, write_json
-from fh_utils.models.ensemble import Member, build_ensemble, check_budget, members_task, save_ensemble
+from fh_utils.models.ensemble import Member, check_budget, save_ensemble
 from fh_utils.models.factory import state_dict_size_mb
 from fh_utils.paths import resolve_data_root
-from fh_utils.runs import (
-    CONFIG_FILE,
-    SUBMISSION_FILE,
-    SUBMISSION_METRICS_FILE,
-    config_task,
-    create_run_dir,
-    model_file,
-    parse_weights,
-    resolve_run_dirs,
-)  # fmt: skip
+from fh_utils.runs import CONFIG_FILE, SUBMISSION_FILE, SUBMISSION_METRICS_FILE, create_run_dir
 from fh_utils.tasks import Task, get_task
 from fh_utils.training.metrics import task_metrics
 from fh_utils.training.tta import check_tta
@@ -101,6 +93,7 @@ def prepare_submission(
     weights: str | list[float] = "",
     ensemble_name: str = "",
     enforce_rules: bool = True,
+    checkpoint: str = "",
 ) -> SubmissionSetup:
     """Resolve notebook 05's parameters: the model(s), their task, the CSV and its images, threads, TTA.
 
@@ -108,29 +101,23 @@ def prepare_submission(
     Several runs (comma-separated, or a JSON list) are built into an ensemble, checked against the rules and
     the size budget, and saved as ``ensemble.pt`` in a new run folder (``ensemble_name``, default
     ``<timestamp>-<task>-ensemble<n>``) with ``manifest.json``; that folder receives the submission.
+    ``checkpoint``: the rule whose checkpoint each run predicts with (``"best"``, ``"last"``, ``"avg"``; ``""``:
+    the rule the run was trained with). Loading and every check: :func:`fh_utils.inference.loading.load_for_prediction`.
 
     Raises:
-        fh_utils.models.factory.RulesError: An ST1 ensemble (unless ``enforce_rules=False``), or members over
-            the size budget.
+        fh_utils.models.factory.RulesError: An ST1 ensemble, or model(s) over the size budget (unless
+            ``enforce_rules=False``).
     """
     tta = check_tta(tta)
-    runs = resolve_run_dirs(run_dir, task)
-    members: list[Path] = []
-    if len(runs) > 1:
-        ensemble = build_ensemble(runs, parse_weights(weights, len(runs)), enforce_rules=enforce_rules)
-        name = members_task(ensemble).name
-        if task and task != name:
-            raise ValueError(f"task={task!r} but the runs were trained for {name!r}")
-        out = create_run_dir(ensemble_name or None, task=name, backbone=f"ensemble{len(runs)}")
-        model_path = save_ensemble(ensemble, out)
-        run, config, members = out, read_json(out / CONFIG_FILE), runs
+    loaded = load_for_prediction(run_dir, task, weights, checkpoint, enforce_rules, size_budget=enforce_rules)
+    name, members = loaded.task.name, []
+    if loaded.kind == "runs":
+        out = create_run_dir(ensemble_name or None, task=name, backbone=f"ensemble{len(loaded.sources)}")
+        model_path = save_ensemble(loaded.members, out)
+        run, config, members = out, read_json(out / CONFIG_FILE), loaded.sources
     else:
-        run = runs[0]
-        model_path = model_file(run)
+        run, model_path = loaded.sources[0], loaded.model_path
         config = read_json(run / CONFIG_FILE) if (run / CONFIG_FILE).exists() else {}
-        name = task or config_task(config) or _checkpoint_task(model_path)
-        if task and config_task(config) not in (None, task):
-            raise ValueError(f"task={task!r} but {run.name} was trained for {config_task(config)!r}")
     if test_csv:
         csv = Path(test_csv).expanduser().resolve()
     else:
@@ -139,13 +126,6 @@ def prepare_submission(
     images = Path(images_dir).expanduser().resolve() if images_dir else _default_images_dir(csv)
     n_threads = threads or os.cpu_count() or 1
     return SubmissionSetup(run, get_task(name, csv.parent), csv, images, n_threads, config, model_path, tta, members)
-
-
-def _checkpoint_task(path: Path) -> str:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "model_config" in state:
-        return state["model_config"]["task"]
-    return state["task"]
 
 
 @dataclass
@@ -181,8 +161,7 @@ class SubmissionResult:
         """``(y_true, y_pred)`` arrays ``(N, n_heads)`` when the CSV has labels, else None."""
         if not self.rows.attrs.get("has_labels"):
             return None
-        y_true = self.rows[self.task.label_columns].to_numpy()
-        return y_true, self.submission[[h.key for h in self.task.heads]].to_numpy()
+        return label_arrays(self.task, self.rows, self.submission)
 
     @property
     def images_per_s(self) -> float:

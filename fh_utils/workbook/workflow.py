@@ -42,7 +42,7 @@ from fh_utils.training.tta import check_tta
 
 IMBALANCE_MODES = ("none", "sampler", "logit_adjust")
 MODEL_PARAMETERS = tuple(field_names(ModelConfig))
-RUN_PARAMETERS = ("run_name", "resume", "imbalance", "color_baseline", "tta", "teacher")
+RUN_PARAMETERS = ("run_name", "resume", "imbalance", "color_baseline", "tta", "teacher", "epochs_from", "lr_find")
 
 
 def training_parameter_names() -> tuple[str, ...]:
@@ -88,6 +88,10 @@ class RunSetup:
             f"imbalance={self.run['imbalance']}",
             f"split     {d.split}" + (" (train + val, no validation)" if d.split == "full" else ""),
         ]
+        if d.resize == "letterbox":  # travels with the model: notebook 05 and the package letterbox alike
+            lines.append(f"crops     letterbox to {m.img_size} px, pad colour {d.pad_value} (the aspect kept)")
+        if d.exclude:  # an exclusion list (notebook 08's label_issues.csv): training rows only
+            lines.append(f"exclude   {d.exclude} (left out of training only; validation unchanged)")
         return "\n".join(lines + self.notes)
 
 
@@ -104,6 +108,8 @@ def _split_parameters(task: Task, params: dict[str, Any]) -> tuple[dict, ModelCo
     run = {"run_name": "", "resume": False, "imbalance": "none", "color_baseline": task.name == "st2", "tta": "none"}
     run.update({k: params[k] for k in RUN_PARAMETERS if k in params})
     run.setdefault("teacher", "")  # knowledge distillation: see resolve_teacher
+    run.setdefault("epochs_from", "")  # a fold sweep whose cross-validated epoch count replaces `epochs`
+    run.setdefault("lr_find", False)  # the notebooks' LR range test before training (fh_utils.workbook.lr_find)
     run["tta"] = check_tta(run["tta"])  # test-time augmentation of the notebook's final evaluation
     if run["imbalance"] not in IMBALANCE_MODES:
         raise ValueError(f"imbalance must be one of {IMBALANCE_MODES}, got {run['imbalance']!r}")
@@ -134,16 +140,25 @@ def prepare_training(task: str, params: dict[str, Any]) -> RunSetup:
     task_obj = get_task(task, data_root)
     run, model, data, train = _split_parameters(task_obj, params)
     device = resolve_device(train.get("device", "auto"))
-    data.update(data_root=str(data_root), **model.data_settings(),
-                sampler="balanced" if run["imbalance"] == "sampler" else "shuffle")  # fmt: skip
+    # Deferred re-balancing (``rebalance``) takes the place of imbalance="sampler": plain sampling until its epoch.
+    balanced = run["imbalance"] == "sampler" and train.get("rebalance", "none") == "none"
+    data.update(data_root=str(data_root), **model.data_settings(), sampler="balanced" if balanced else "shuffle")
     # A sweep trial gets its share of the cores as ``threads`` (fh_utils.sweeps.worker): its workers come from it.
     data["num_workers"] = resolve_num_workers(int(data.get("num_workers", 0)), device, bool(data.get("cache", False)),
                                               model.img_size, int(train.get("threads") or 0) or None)  # fmt: skip
     train["lr"] = resolve_lr(train.get("lr"), model)
+    notes = []
+    if run["epochs_from"]:
+        from fh_utils.workbook.oof import full_fit_epochs  # here: oof reads the runs table (compare), heavy to import
+
+        train["epochs"], note = full_fit_epochs(run["epochs_from"])
+        notes.append(note)
     train["loss"] = "logit_adjust" if run["imbalance"] == "logit_adjust" else train.get("loss", "ce")
     data_cfg, train_cfg = DataConfig.from_dict(data), TrainConfig.from_dict(train)
-    notes = [f"teacher   {run['teacher']} (alpha {train_cfg.distill_alpha:g}, T {train_cfg.distill_temperature:g})"] \
-        if run["teacher"] else []  # fmt: skip
+    if run["teacher"]:
+        notes.append(f"teacher   {run['teacher']} (alpha {train_cfg.distill_alpha:g}, "
+                     f"T {train_cfg.distill_temperature:g})")  # fmt: skip
+    notes += [f"recipes   {text}"] if (text := describe_recipes(train_cfg)) else []
     if run["resume"] and not run["run_name"]:
         run_dir = latest_run(task_obj.name, LAST_CKPT)
         notes.append(f"resume    continuing {run_dir.name} from {LAST_CKPT}")
@@ -159,10 +174,34 @@ def prepare_training(task: str, params: dict[str, Any]) -> RunSetup:
     return RunSetup(task_obj, run_dir, device, data_cfg, model, train_cfg, run, notes)
 
 
+def describe_recipes(train: TrainConfig) -> str:
+    """The long-tail recipes a run uses (re-balancing, cRT, mixing) in one line; ``""`` for none."""
+    from fh_utils.training.rebalance import first_rebalanced_epoch
+
+    parts = []
+    if train.rebalance != "none":
+        name = {"sampler": "DRS (class-balanced sampler)", "reweight": "DRW (effective-number class weights)"}
+        parts.append(f"{name[train.rebalance]} from epoch {first_rebalanced_epoch(train)}")
+    if train.crt_epochs:
+        parts.append(f"cRT {train.crt_epochs} epoch(s) after training (crt.pt)")
+    if train.mix != "none":
+        parts.append(f"{train.mix} on {train.mix_prob:g} of the batches (alpha {train.mix_alpha:g})")
+    return "; ".join(parts)
+
+
 def build_loaders(setup: RunSetup) -> dict[str, DataLoader]:
-    """:func:`fh_utils.data.create_loaders` for the run's data configuration (records the split's rows)."""
+    """:func:`fh_utils.data.create_loaders` for the run's data configuration (records the split's rows).
+
+    With an exclusion list (``exclude``) it prints how many training rows the list removed (``config.json``
+    keeps it under ``split.excluded``).
+    """
     loaders = create_loaders(setup.data, setup.task)
     setup.split_record = loaders["train"].dataset.split_record
+    excluded = setup.split_record.get("excluded")
+    if excluded:
+        print(f"exclude   {excluded['rows_removed']} training row(s) left out, listed {excluded['listed']} in "
+              f"{excluded['file']}" + (f"; {excluded['not_found']} listed not among the training rows"
+                                       if excluded["not_found"] else ""))  # fmt: skip
     return loaders
 
 
@@ -211,8 +250,8 @@ def train(
                  task=setup.task, class_priors=priors, sections=setup.sections(), extra_metrics=baseline,
                  **fit_kwargs)  # fmt: skip
     # The honest numbers beside the best epoch's (metrics.json "estimates"), from every epoch's stored val
-    # predictions: what best.pt will score on photos its epoch was not chosen on (fh_utils.scoring.report).
-    estimates = write_run_estimates(setup.run_dir, setup.task, rule="best")
+    # predictions: what the rule's checkpoint will score on photos nothing chose it on (fh_utils.scoring.report).
+    estimates = write_run_estimates(setup.run_dir, setup.task)  # the rule the run was trained with
     if estimates is not None:
         result.metrics = {**result.metrics, ESTIMATES_KEY: estimates}
     return result

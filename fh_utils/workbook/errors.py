@@ -1,0 +1,475 @@
+"""Notebook 08, error analysis: what a model gets wrong, how sure it was, and which labels are probably wrong.
+
+:func:`load_errors` reads stored out-of-sample probabilities into one frame (:class:`ErrorSet`), in the layout of
+``val_predictions.csv`` (per head ``<key>_true``, ``<key>_pred``, ``<key>_loss``, ``<key>_p_<class>``) plus each
+row's ``source`` (train / val CSV), ``row`` (its index among that CSV's rows) and ``fold``:
+
+- a run: its best checkpoint's ``val_predictions.csv`` (``val_epochs.npz`` at the best epoch when the CSV has
+  no probabilities), so only the validation rows are covered;
+- a fold sweep: the out-of-fold probabilities of ``python -m fh_utils oof SWEEP``
+  (:mod:`fh_utils.workbook.oof`, made here when missing) at the epoch count every row favours: every row of train
+  and val, each predicted by the fold run that never trained on it.
+
+The rest reads that frame: the worst losses per head, the misses per class (rarest class first), the most
+confused pairs with their rows, every head's score beside the majority-class baseline's, calibration
+(:mod:`fh_utils.scoring.calibration`) and the probable label errors (:mod:`fh_utils.scoring.label_issues`) written
+as ``label_issues.csv``, which ``exclude`` in notebooks 03/04 takes as it is (:mod:`fh_utils.data.exclude`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fh_utils.data.config import DataConfig
+from fh_utils.data.datasets import build_source, read_rows
+from fh_utils.io import atomic_write, read_json
+from fh_utils.paths import resolve_data_root
+from fh_utils.runs import (
+    CONFIG_FILE,
+    EPOCH_PREDICTIONS_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    config_task,
+    latest_run,
+    run_candidates,
+)  # fmt: skip
+from fh_utils.scoring.calibration import N_BINS, calibration_table
+from fh_utils.scoring.label_issues import rank_label_issues
+from fh_utils.scoring.predictions import EpochPredictions
+from fh_utils.tasks import TASKS, Head, Task, get_task
+from fh_utils.training.metrics import confusion_matrix, task_metrics
+from fh_utils.workbook.evaluation import most_confused_pairs
+
+LABEL_ISSUES_FILE = "label_issues.csv"
+VAL_ONLY, OUT_OF_FOLD = "val only", "out-of-fold"
+ROW_COLUMNS = ["index", "image_name", "source", "row", "fold", "true", "pred", "p_true", "p_pred", "loss"]
+
+
+@dataclass
+class ErrorSet:
+    """Out-of-sample predictions of a run or a fold sweep, one row per predicted image.
+
+    Attributes:
+        task: The task (class names from the data's ``classes.json``).
+        frame: ``image_name``, ``source``, ``row``, ``fold``, then per head ``<key>_true``, ``<key>_pred``,
+            ``<key>_loss`` (``-log p(true)``, floored at 1e-7) and ``<key>_p_<class name>``.
+        coverage: ``"val only"`` (a run's validation rows) or ``"out-of-fold"`` (every row of train and val).
+        folder: Where figures (``figures/``) and ``label_issues.csv`` go: the run or the sweep folder.
+        what: One line saying which predictions these are.
+        data: The run's data configuration (for the crops), None when unknown.
+        metrics: The run's ``metrics.json`` (ST2: the colour baseline's score), empty for a sweep.
+    """
+
+    task: Task
+    frame: pd.DataFrame
+    coverage: str
+    folder: Path
+    what: str
+    data: DataConfig | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    _rows: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def head(self, name: str) -> Head:
+        """The head named by its column or key."""
+        return self.task.head(name)
+
+    def heads(self, name: str = "") -> list[Head]:
+        """``[the head named]``, or every head for ``""``."""
+        return [self.head(name)] if name else list(self.task.heads)
+
+    def probabilities(self, name: str) -> np.ndarray:
+        """``(N, C)`` probabilities of one head."""
+        h = self.head(name)
+        return self.frame[[f"{h.key}_p_{c}" for c in h.class_names]].to_numpy(dtype=np.float64)
+
+    def targets(self) -> np.ndarray:
+        """``(N, n_heads)`` true classes."""
+        return self.frame[[f"{h.key}_true" for h in self.task.heads]].to_numpy(dtype=np.int64)
+
+    def predictions(self) -> np.ndarray:
+        """``(N, n_heads)`` predicted classes."""
+        return self.frame[[f"{h.key}_pred" for h in self.task.heads]].to_numpy(dtype=np.int64)
+
+    def split_rows(self, source: str) -> pd.DataFrame:
+        """The data's rows of one CSV (``train`` / ``val``) as the run read them (its ``limit``), read once."""
+        if self.data is None:
+            raise FileNotFoundError(f"{self.what}: no data configuration found, so no images; set data_root")
+        if source not in self._rows:
+            self._rows[source] = read_rows(self.data, self.task, source)
+        return self._rows[source]
+
+    def class_counts(self, name: str) -> tuple[np.ndarray, str]:
+        """Rows per class of the training data (train CSV; train ∪ val for out-of-fold), and where from."""
+        h = self.head(name)
+        if self.coverage == OUT_OF_FOLD:
+            labels, where = self.frame[f"{h.key}_true"].to_numpy(), "train + val"
+        else:
+            try:
+                labels, where = self.split_rows("train")[h.column].to_numpy(), "train"
+            except (OSError, ValueError):  # no data here: the evaluated rows stand in
+                labels, where = self.frame[f"{h.key}_true"].to_numpy(), "evaluated rows"
+        labels = labels[labels >= 0].astype(np.int64)
+        return np.bincount(labels, minlength=h.num_classes)[: h.num_classes], where
+
+    def describe(self) -> str:
+        """A few lines for the notebook: what is covered, how many rows, where results go."""
+        lines = [f"task      {self.task.name}: {self.task.title}", f"source    {self.what}",
+                 f"rows      {len(self.frame):,} ({self.coverage})", f"folder    {self.folder}"]  # fmt: skip
+        if self.coverage == VAL_ONLY:
+            lines.append("coverage  validation rows only: no out-of-fold predictions, so the training rows (and their "
+                         "labels) are not judged here; a fold sweep (sweep=...) covers every row")  # fmt: skip
+        return "\n".join(lines)
+
+
+def frame_from_probabilities(task: Task, probabilities: dict[str, np.ndarray], targets: np.ndarray,
+                             ids: dict[str, Any]) -> pd.DataFrame:  # fmt: skip
+    """The :class:`ErrorSet` frame from ``{column: (N, C)}`` probabilities, ``(N, n_heads)`` targets and ids.
+
+    The loss and class columns are :func:`fh_utils.workbook.evaluation.save_predictions`'s.
+    """
+    targets = np.asarray(targets, dtype=np.int64).reshape(len(targets), -1)
+    n = len(targets)
+    frame = pd.DataFrame({"image_name": np.asarray(ids["image_name"]).astype(str),
+                          "source": np.asarray(ids.get("source", ["val"] * n)).astype(str),
+                          "row": np.asarray(ids.get("row", np.arange(n)), dtype=np.int64),
+                          "fold": np.asarray(ids.get("fold", np.full(n, -1)), dtype=np.int64)})  # fmt: skip
+    for j, h in enumerate(task.heads):
+        probs = np.asarray(probabilities[h.column], dtype=np.float64)
+        probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+        truth = np.clip(targets[:, j], 0, probs.shape[1] - 1)
+        frame[f"{h.key}_true"] = targets[:, j]
+        frame[f"{h.key}_pred"] = probs.argmax(axis=1)
+        frame[f"{h.key}_loss"] = -np.log(np.maximum(probs[np.arange(n), truth], 1e-7))
+        for c, name in enumerate(h.class_names):
+            frame[f"{h.key}_p_{name}"] = probs[:, c]
+    return frame
+
+
+def _has_probabilities(frame: pd.DataFrame, task: Task) -> bool:
+    return all(f"{h.key}_p_{c}" in frame and f"{h.key}_loss" in frame for h in task.heads for c in h.class_names)
+
+
+def _run_folder(run_dir: str, task: str) -> Path:
+    if not str(run_dir):
+        return latest_run(task or None, EPOCH_PREDICTIONS_FILE)
+    candidates = run_candidates(run_dir)
+    for c in candidates:
+        if (c / PREDICTIONS_FILE).is_file() or (c / EPOCH_PREDICTIONS_FILE).is_file():
+            return c.resolve()
+    raise FileNotFoundError(f"no {PREDICTIONS_FILE} or {EPOCH_PREDICTIONS_FILE} for run {str(run_dir)!r}; looked in "
+                            + ", ".join(str(c) for c in candidates))  # fmt: skip
+
+
+def _data_config(config: dict, data_root: str) -> DataConfig | None:
+    values = config.get("data")
+    if not values:
+        return None
+    cfg = DataConfig.from_dict(values)
+    return cfg.replace(data_root=str(resolve_data_root(data_root))) if data_root else cfg
+
+
+def load_run_errors(run_dir: str | Path = "", task: str = "", data_root: str = "") -> ErrorSet:
+    """A run's validation predictions (its best checkpoint's) as an :class:`ErrorSet`.
+
+    Args:
+        run_dir: A run folder (path or name under ``outputs/runs``); ``""``: the newest run (of ``task``) with
+            stored validation probabilities.
+        task: ``st1`` / ``st2``; empty: the run's.
+        data_root: Where the images are (for the crops); empty: the run's data root.
+
+    Raises:
+        FileNotFoundError: No run folder with stored validation probabilities.
+    """
+    folder = _run_folder(str(run_dir), task)
+    config = read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).exists() else {}
+    metrics = read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).exists() else {}
+    data = _data_config(config, data_root)
+    task_obj = get_task(task or config_task(config) or metrics.get("task") or "st2", data.root if data else None)
+    stored = EpochPredictions.load(folder / EPOCH_PREDICTIONS_FILE) if (folder / EPOCH_PREDICTIONS_FILE).is_file() \
+        else None  # fmt: skip
+    csv = folder / PREDICTIONS_FILE
+    frame = pd.read_csv(csv) if csv.is_file() else None
+    if frame is not None and _has_probabilities(frame, task_obj):
+        what = f"run {folder.name}: {PREDICTIONS_FILE} (the best checkpoint's val predictions)"
+        same = stored is not None and len(stored.image_name) == len(frame) \
+            and (stored.image_name.astype(str) == frame["image_name"].astype(str).to_numpy()).all()  # fmt: skip
+        frame.insert(1, "source", stored.source.astype(str) if same else "val")
+        frame.insert(2, "row", stored.row.astype(np.int64) if same else np.arange(len(frame)))
+        frame.insert(3, "fold", -1)
+    elif stored is not None and len(stored.epochs):
+        best = int(metrics.get("epoch") or stored.epochs[-1])
+        epoch = best if best in set(stored.epochs.tolist()) else int(stored.epochs[-1])
+        what = f"run {folder.name}: {EPOCH_PREDICTIONS_FILE} at epoch {epoch} (no probabilities in {PREDICTIONS_FILE})"
+        ids = {"image_name": stored.image_name, "source": stored.source, "row": stored.row}
+        frame = frame_from_probabilities(task_obj, stored.at_epoch(epoch), stored.targets, ids)
+    else:
+        raise FileNotFoundError(f"{folder}: no stored validation probabilities ({PREDICTIONS_FILE} with probability "
+                                f"columns, or {EPOCH_PREDICTIONS_FILE}); a split='full' run has none")  # fmt: skip
+    return ErrorSet(task_obj, frame, VAL_ONLY, folder, what, data, metrics)
+
+
+def _task_of_columns(columns: list[str]) -> str:
+    for name, t in TASKS.items():
+        if set(columns) == set(t.label_columns):
+            return name
+    raise ValueError(f"cannot tell the task of probability columns {columns}")
+
+
+def _oof_file(sweep: str, task: str) -> tuple[Path, Path, dict]:
+    """(oof file, sweep folder, its oof_report.json group or {}) for a sweep name, folder or ``.npz`` file."""
+    from fh_utils.workbook.oof import OOF_DIR, OOF_REPORT, sweep_oof
+
+    candidates = run_candidates(sweep)
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        raise FileNotFoundError(f"sweep {sweep!r} not found; looked in " + ", ".join(str(c) for c in candidates))
+    if found.is_file():
+        folder = found.parent.parent if found.parent.name == OOF_DIR else found.parent
+        report = folder / OOF_DIR / OOF_REPORT
+        groups = read_json(report)["groups"] if report.exists() else []
+        group = next((g for g in groups if g.get("file") and found.name == Path(g["file"]).name), {})
+        return found, folder, group
+    report = found / OOF_DIR / OOF_REPORT
+    if not report.exists():  # `python -m fh_utils oof SWEEP` was not run yet: gather the folds now
+        sweep_oof(found.name, found.parent)
+    groups = [g for g in read_json(report)["groups"] if g.get("file") and (not task or g["task"] == task)]
+    if not groups:
+        raise FileNotFoundError(f"{report}: no complete fold set{f' of {task}' if task else ''} (see its problems)")
+    best = max(groups, key=lambda g: ((g.get("result") or {}).get("score") or {}).get("score") or -1.0)
+    return found.parent / best["file"], found, best
+
+
+def load_sweep_errors(sweep: str | Path, task: str = "", data_root: str = "", epoch: int = 0) -> ErrorSet:
+    """A fold sweep's out-of-fold predictions as an :class:`ErrorSet` (every row of train and val).
+
+    Args:
+        sweep: The sweep folder (a name under ``outputs/runs`` or a path), or one of its ``oof/*.npz`` files; with
+            several fold sets the best-scoring one (of ``task``) is taken.
+        task: ``st1`` / ``st2``; empty: the fold set's.
+        data_root: Where the images are; empty: the fold runs' data root.
+        epoch: The epoch whose probabilities are read; 0: the count every out-of-fold row favours
+            (``oof_report.json``'s full-fit epochs), else the best out-of-fold score's.
+    """
+    path, folder, group = _oof_file(str(sweep), task)
+    oof = EpochPredictions.load(path)
+    name = group.get("task") or task or _task_of_columns(list(oof.probabilities))
+    members = list((group.get("runs") or {}).values())  # run names relative to the sweep's parent folder
+    config_path = folder.parent / members[0] / CONFIG_FILE if members else None
+    config = read_json(config_path) if config_path is not None and config_path.exists() else {}
+    data = _data_config(config, data_root)
+    task_obj = get_task(name, data.root if data else None)
+    if not epoch:
+        epoch = int((group.get("result") or {}).get("epochs") or 0)
+    if epoch not in set(oof.epochs.tolist()):
+        scores = [task_metrics(task_obj, oof.targets, np.stack([oof.at_epoch(int(e))[h.column].argmax(1)
+                                                                for h in task_obj.heads], 1))["score"]
+                  for e in oof.epochs]  # fmt: skip
+        epoch = int(oof.epochs[int(np.argmax(scores))])
+    frame = frame_from_probabilities(task_obj, oof.at_epoch(epoch), oof.targets,
+                                     {"image_name": oof.image_name, "source": oof.source, "row": oof.row,
+                                      "fold": oof.fold})  # fmt: skip
+    what = f"fold sweep {folder.name}: out-of-fold {path.name} at epoch {epoch}"
+    return ErrorSet(task_obj, frame, OUT_OF_FOLD, folder, what, data, {})
+
+
+def load_errors(run_dir: str = "", sweep: str = "", task: str = "", data_root: str = "") -> ErrorSet:
+    """Notebook 08's one call: a fold sweep's out-of-fold predictions when ``sweep`` is set, else a run's."""
+    if str(sweep):
+        return load_sweep_errors(sweep, task, data_root)
+    return load_run_errors(run_dir, task, data_root)
+
+
+def rows_view(errors: ErrorSet, name: str, index: np.ndarray | list[int]) -> pd.DataFrame:
+    """Rows of the frame for one head: :data:`ROW_COLUMNS` (class names, the true and predicted probability)."""
+    h = errors.head(name)
+    index = np.asarray(index, dtype=np.int64)
+    sub = errors.frame.iloc[index]
+    probs = errors.probabilities(name)[index]
+    true, pred = sub[f"{h.key}_true"].to_numpy(), sub[f"{h.key}_pred"].to_numpy()
+    names = np.asarray(h.class_names, dtype=object)
+    return pd.DataFrame({
+        "index": index, "image_name": sub["image_name"].to_numpy(), "source": sub["source"].to_numpy(),
+        "row": sub["row"].to_numpy(), "fold": sub["fold"].to_numpy(), "true": names[np.clip(true, 0, None)],
+        "pred": names[pred], "p_true": probs[np.arange(len(index)), np.clip(true, 0, None)],
+        "p_pred": probs[np.arange(len(index)), pred], "loss": sub[f"{h.key}_loss"].to_numpy(),
+    }, columns=ROW_COLUMNS)  # fmt: skip
+
+
+def worst_losses(errors: ErrorSet, name: str, n: int = 12) -> pd.DataFrame:
+    """The ``n`` rows of one head with the highest loss (``-log p(true)``), highest first (ties: frame order)."""
+    h = errors.head(name)
+    labelled = np.flatnonzero(errors.frame[f"{h.key}_true"].to_numpy() >= 0)
+    loss = errors.frame[f"{h.key}_loss"].to_numpy()[labelled]
+    order = labelled[np.argsort(-loss, kind="stable")]
+    return rows_view(errors, name, order[:n]).reset_index(drop=True)
+
+
+def misses_by_class(errors: ErrorSet, name: str, per_class: int = 4) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Per class of one head, the rarest (in the training data) first: its misses, and its worst missed rows.
+
+    Returns:
+        ``(summary, {class name: up to per_class missed rows, highest loss first})``; ``summary`` has
+        ``class``, ``train_rows`` (where from: ``counted_in``), ``rows`` (evaluated), ``misses``, ``accuracy``.
+    """
+    h = errors.head(name)
+    counts, where = errors.class_counts(name)
+    true, pred = errors.frame[f"{h.key}_true"].to_numpy(), errors.frame[f"{h.key}_pred"].to_numpy()
+    loss = errors.frame[f"{h.key}_loss"].to_numpy()
+    order = np.argsort(counts, kind="stable")
+    rows, examples = [], {}
+    for c in order:
+        members = np.flatnonzero(true == c)
+        missed = members[pred[members] != c]
+        missed = missed[np.argsort(-loss[missed], kind="stable")]
+        rows.append({"class": h.class_names[c], "train_rows": int(counts[c]), "counted_in": where,
+                     "rows": len(members), "misses": len(missed),
+                     "accuracy": 1 - len(missed) / len(members) if len(members) else float("nan")})  # fmt: skip
+        examples[h.class_names[c]] = rows_view(errors, name, missed[:per_class])
+    return pd.DataFrame(rows), examples
+
+
+def confused_examples(
+    errors: ErrorSet, name: str, top: int = 6, per_pair: int = 4
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The ``top`` most-confused pairs of one head and, per pair, its rows the model was surest of (highest loss).
+
+    Returns:
+        ``(pairs, {pair label "true → predicted": rows})``; ``pairs`` is
+        :func:`fh_utils.workbook.evaluation.most_confused_pairs`'s frame.
+    """
+    h = errors.head(name)
+    true, pred = errors.frame[f"{h.key}_true"].to_numpy(), errors.frame[f"{h.key}_pred"].to_numpy()
+    keep = true >= 0
+    pairs = most_confused_pairs(confusion_matrix(true[keep], pred[keep], h.num_classes), h.class_names, top)
+    loss = errors.frame[f"{h.key}_loss"].to_numpy()
+    examples = {}
+    for p in pairs.itertuples():
+        i, j = h.class_names.index(p.true), h.class_names.index(p.predicted)
+        members = np.flatnonzero((true == i) & (pred == j))
+        examples[p.label] = rows_view(errors, name, members[np.argsort(-loss[members], kind="stable")][:per_pair])
+    return pairs, examples
+
+
+def baseline_table(errors: ErrorSet) -> pd.DataFrame:
+    """Every head's score beside the majority-class baseline's, and the task's score.
+
+    The majority class is the most frequent class of the training data (:meth:`ErrorSet.class_counts`): what a
+    model that learned nothing but the priors predicts for every photo. Per head ``score`` is the head's part of
+    the task metric (top-1 for ST1, ACSA for ST2; a constant's ACSA is 1 / classes present), beside the other
+    of the two; the last row is the task score with, for a run that has one, the colour baseline's
+    (``metrics.json`` ``baseline_score``).
+    """
+    targets, preds = errors.targets(), errors.predictions()
+    majority = np.zeros_like(preds)
+    for j, h in enumerate(errors.task.heads):
+        majority[:, j] = int(np.argmax(errors.class_counts(h.column)[0]))
+    model, base = task_metrics(errors.task, targets, preds), task_metrics(errors.task, targets, majority)
+    part = "top1" if errors.task.metric == "mean_top1" else "acsa"
+    rows = []
+    for j, h in enumerate(errors.task.heads):
+        m, b = model["heads"][h.column], base["heads"][h.column]
+        rows.append({"head": h.column, "score": m[part], "majority_score": b[part], "top1": m["top1"],
+                     "majority_top1": b["top1"], "acsa": m["acsa"], "majority_acsa": b["acsa"],
+                     "majority_class": h.class_names[int(majority[0, j])] if len(majority) else "",
+                     "colour_baseline": None})  # fmt: skip
+    rows.append({"head": f"task ({errors.task.metric})", "score": model["score"], "majority_score": base["score"],
+                 "colour_baseline": errors.metrics.get("baseline_score")})  # fmt: skip
+    return pd.DataFrame(rows, columns=["head", "score", "majority_score", "top1", "majority_top1", "acsa",
+                                       "majority_acsa", "majority_class", "colour_baseline"])  # fmt: skip
+
+
+def calibration(errors: ErrorSet, n_bins: int = N_BINS) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Per head, accuracy, mean confidence and expected calibration error, and the reliability bins."""
+    probs = {h.column: errors.probabilities(h.column) for h in errors.task.heads}
+    return calibration_table(probs, errors.targets(), errors.task, n_bins)
+
+
+def label_issues(errors: ErrorSet, name: str = "") -> pd.DataFrame:
+    """Every labelled row of each head (or of ``name``) ranked by how probably its label is wrong (cleanlab).
+
+    See :func:`fh_utils.scoring.label_issues.rank_label_issues`; ``coverage`` says whether the probabilities were
+    out-of-fold (every row) or a run's validation rows only.
+    """
+    probs = {h.column: errors.probabilities(h.column) for h in errors.heads(name)}
+    for h in errors.task.heads:  # heads left out still need an entry of the right shape
+        probs.setdefault(h.column, np.zeros((len(errors.frame), h.num_classes)))
+    ids = errors.frame[["image_name", "source", "row", "fold"]]
+    return rank_label_issues(probs, errors.targets(), errors.task, ids, errors.coverage,
+                             heads=[h.column for h in errors.heads(name)])  # fmt: skip
+
+
+def write_label_issues(errors: ErrorSet, ranked: pd.DataFrame, path: str | Path | None = None) -> Path:
+    """Write cleanlab's flagged rows as ``<run or sweep>/label_issues.csv`` for a team to review.
+
+    One row per flagged (head, row), most probable label error first per head, with ``exclude`` = 1: the file is
+    an exclusion list as it is (``exclude="<run>/label_issues.csv"`` in notebooks 03/04 trains without every
+    flagged row); a reviewer sets ``exclude`` to 0 on the rows whose label is right after all.
+    """
+    path = Path(path) if path else errors.folder / LABEL_ISSUES_FILE
+    flagged = ranked[ranked["flagged"]].drop(columns=["flagged"]).copy()
+    flagged["exclude"] = 1
+    atomic_write(path, lambda tmp: flagged.to_csv(tmp, index=False, float_format="%.4f"))
+    return path
+
+
+def crops(errors: ErrorSet, rows: pd.DataFrame, size: int = 128) -> list[np.ndarray]:
+    """The RGB crops of ``rows`` (from :func:`rows_view`) as validation crops them (box, margin), ``size`` px.
+
+    Raises:
+        ValueError: A row's image name is not the data's at that row (the data changed since the run).
+    """
+    cfg = errors.data
+    picked = []
+    for source, row, name in zip(rows["source"], rows["row"], rows["image_name"]):
+        found = errors.split_rows(str(source)).iloc[int(row)]
+        if str(found["image_name"]) != str(name):
+            raise ValueError(f"{errors.what}: row {int(row)} of {source} is {found['image_name']!r} in "
+                             f"{cfg.data_root}, not {name!r}: the data changed since")  # fmt: skip
+        picked.append(found)
+    if not picked:
+        return []
+    source = build_source(pd.DataFrame(picked).reset_index(drop=True), size, cfg.crop_margin)
+    return [source.get(k, cfg.crop_prob > 0) for k in range(len(picked))]
+
+
+def dominant_color(crop: np.ndarray, centre: float = 0.5, levels: int = 8) -> tuple[int, int, int]:
+    """The crop's dominant colour: the mean of the most populated of ``levels``³ colour cells of its centre.
+
+    Only the central ``centre`` fraction of each side counts (the garment, not the background around the box).
+    """
+    h, w = crop.shape[:2]
+    my, mx = int(h * (1 - centre) / 2), int(w * (1 - centre) / 2)
+    pixels = crop[my : h - my or h, mx : w - mx or w, :3].reshape(-1, 3).astype(np.int64)
+    cells = (pixels * levels // 256) @ np.array([levels * levels, levels, 1])
+    top = np.bincount(cells).argmax()
+    return tuple(int(v) for v in pixels[cells == top].mean(axis=0).round())
+
+
+def class_colors(head: Head) -> dict[str, tuple[int, int, int]]:
+    """An RGB swatch per colour class name (the demo palette's 18 FASHION-HOW colours); names it lacks have none."""
+    from fh_utils.prep.demo.palette import demo_palette
+
+    palette = demo_palette()
+    return {name: palette[name] for name in head.class_names if name in palette}
+
+
+def color_swatches(errors: ErrorSet, rows: pd.DataFrame, images: list[np.ndarray]) -> list[list[tuple[str, Any]]]:
+    """Per row of a colour head: the true colour's, the predicted colour's and the crop's dominant colour swatch.
+
+    Returns:
+        ``[[("true", rgb or None), ("pred", rgb or None), ("crop", rgb)], ...]`` (None: a class without a swatch).
+    """
+    head = next(h for h in errors.task.heads if h.column == "Color")
+    palette = class_colors(head)
+    return [[("true", palette.get(t)), ("pred", palette.get(p)), ("crop", dominant_color(img))]
+            for t, p, img in zip(rows["true"], rows["pred"], images)]  # fmt: skip
+
+
+def is_color_head(errors: ErrorSet, name: str) -> bool:
+    """Whether a head is ST2's colour head (its galleries get swatches)."""
+    return errors.head(name).column == "Color"
