@@ -410,3 +410,13 @@ def test_fixed_values_given_to_the_command_override_the_spec_and_a_swept_name_ca
         load_spec({"name": "s", "notebook": str(TRIAL_NB), "fixed": {"seed": 1}, "grid": {"seed": [0]}})
     with pytest.raises(ValueError, match=r"^sweep 's': \['seed'\] both fixed and swept$"):
         load_spec({"name": "s", "notebook": str(TRIAL_NB), "grid": {"seed": [0]}}, seed=1)
+
+
+def test_every_shipped_sweep_spec_loads():
+    """A spec in sweeps/ naming a setting no notebook declares (or a notebook that does not exist) is an error."""
+    from pathlib import Path
+
+    specs = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+    assert len(specs) >= 4
+    for path in specs:
+        load_spec(path)
