@@ -145,3 +145,15 @@ def test_the_ensemble_choice_is_made_on_stored_predictions_and_packaged_with_its
     assert [m["weight"] for m in package.spec["members"]] == [float(n) for n in choice.counts if n]
     row = read_ledger().iloc[-1]
     assert row["name"] == "choice" and row["estimate"] == pytest.approx(record["estimate"]["score"])
+
+
+def test_the_newest_run_still_training_is_named_not_crashed_on(runs, monkeypatch):
+    import fh_utils.runs as runs_module
+
+    unfinished = runs["last"].parent / "still-training"
+    unfinished.mkdir(exist_ok=True)
+    (unfinished / "best.pt").write_bytes((runs["last"] / "best.pt").read_bytes())
+    write_json(unfinished / CONFIG_FILE, {"train": {"checkpoint": "last"}, "task": {"name": "st2"}})
+    monkeypatch.setattr(runs_module, "latest_run", lambda task, need, root=None: unfinished)
+    with pytest.raises(FileNotFoundError, match=r"no 'last' checkpoint \(final\.pt\) yet"):
+        load_for_prediction("", task="st2")

@@ -49,6 +49,8 @@ LOSS_AND_SCHEDULE_TESTS = [
     "tests/test_engine_features.py::test_a_zero_head_weight_leaves_that_head_untouched",
     "tests/test_distill.py::test_loss_is_the_weighted_sum_of_label_smoothed_ce_and_t2_scaled_kl",
     "tests/test_engine_losses.py",
+    # DRW's class weights in MultiHeadLoss (issue 31): the weighted training loss differs from the plain one.
+    "tests/test_recipes.py::test_drw_weights_the_training_loss_from_the_stated_epoch_only",
 ]
 MODULES: dict[str, tuple[list[str], list[str] | None, int | None]] = {
     "fh_utils/data/folds.py": (["tests/test_folds.py"], None, 100),  # 199 mutants, ~3 s

@@ -17,12 +17,14 @@ from fh_utils.inference.predictor import load_members
 from fh_utils.io import read_json
 from fh_utils.models.ensemble import Member, build_ensemble, check_budget, check_ensemble_allowed, members_task
 from fh_utils.runs import (
+    CHECKPOINT_FILES,
     ENSEMBLE_FILE,
     INT8_FILE,
     checkpoint_rule_of,
     model_file,
     parse_weights,
     resolve_run_dirs,
+    run_checkpoint_rule,
     run_list_file,
     weights_from_json,
 )  # fmt: skip
@@ -99,6 +101,11 @@ def load_for_prediction(
         the_task, kind, path = members_task(members), "runs", None
     else:
         path = model_file(runs[0], checkpoint)
+        if path is None:  # the newest run ("" names it) may still be training: no file of its rule yet
+            rule = checkpoint or run_checkpoint_rule(runs[0])
+            raise FileNotFoundError(f"{runs[0]} has no {rule!r} checkpoint ({CHECKPOINT_FILES[rule]}) yet: a run "
+                                    "writes it when its training ends; name another run or pass "
+                                    "checkpoint='best'")  # fmt: skip
         members = load_members(path)
         the_task, kind = members_task(members), _kind(path)
         check_ensemble_allowed(the_task, len(members), enforce_rules)
