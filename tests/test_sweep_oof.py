@@ -37,13 +37,16 @@ def _fold_run(root, name, k, seed=0, lr=0.001, rows=None):
     write_json(folder / "state.json", {"state": "finished"})
 
 
-def test_each_recipe_and_seed_gets_one_oof_file_and_a_cross_validated_score(tmp_path):
+def _two_recipe_sweep(tmp_path):
+    """A fold sweep of two recipes (lr 0.001 and 0.002), every fold of each; returns the runs folder."""
     root = tmp_path / "runs"
-    n = 0
-    for lr in (0.001, 0.002):
-        for k in range(N_FOLDS):
-            _fold_run(root, f"t{n:04d}", k, lr=lr)
-            n += 1
+    for n, (lr, k) in enumerate((lr, k) for lr in (0.001, 0.002) for k in range(N_FOLDS)):
+        _fold_run(root, f"t{n:04d}", k, lr=lr)
+    return root
+
+
+def test_each_recipe_and_seed_gets_one_oof_file_and_a_cross_validated_score(tmp_path):
+    root = _two_recipe_sweep(tmp_path)
     groups = sweep_oof("fold-sweep", root, FAST)
     assert [(g.recipe, g.seed, g.problem) for g in groups] == [("lr=0.001", 0, ""), ("lr=0.002", 0, "")]
     for g in groups:
@@ -101,12 +104,7 @@ def test_a_full_fit_trains_the_epoch_count_the_cross_validation_chose(tmp_path, 
     from fh_utils.workbook.oof import full_fit_epochs
     from fh_utils.workbook.workflow import prepare_training
 
-    root = tmp_path / "runs"
-    n = 0
-    for lr in (0.001, 0.002):
-        for k in range(N_FOLDS):
-            _fold_run(root, f"t{n:04d}", k, lr=lr)
-            n += 1
+    root = _two_recipe_sweep(tmp_path)
     groups = {g.recipe: g for g in sweep_oof("fold-sweep", root, FAST)}
     with pytest.raises(ValueError, match=r"recipes: \['lr=0.001', 'lr=0.002'\] \(name one as 'fold-sweep\|<recipe>'\)"):
         full_fit_epochs("fold-sweep", root)

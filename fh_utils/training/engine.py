@@ -209,12 +209,7 @@ def fit(
         ``best.pt``, ``last.pt`` and ``train.log``, ``state.json`` (the run's state) and ``tb/`` (TensorBoard
         scalars; :mod:`fh_utils.training.watch`).
     """
-    base = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
-    cfg = TrainConfig.from_dict({**base, **overrides})
-    task = resolve_task(model, task)
-    if cfg.loss == "logit_adjust" and class_priors is None:
-        raise ValueError("loss='logit_adjust' needs class_priors: pass "
-                         "fh_utils.training.losses.class_priors(train targets, task)")  # fmt: skip
+    cfg, task = resolve_training(model, config, overrides, task, class_priors)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(run_dir)
@@ -287,6 +282,20 @@ def _warn_if_teacher_dropped(run_dir: Path, loop: _Loop) -> None:
             "(pass the same teacher to continue the distillation)",
             ", ".join(before.get("members", [])),
         )
+
+
+def resolve_training(model: nn.Module, config: TrainConfig | dict | None, overrides: dict[str, Any],
+                     task: Task | str | None, class_priors: Any) -> tuple[TrainConfig, Task]:  # fmt: skip
+    """The training configuration (``config`` with ``overrides``) and the task, as :func:`fit` takes them.
+
+    Shared with the LR finder. ``loss="logit_adjust"`` without ``class_priors`` is an error.
+    """
+    base = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
+    cfg = TrainConfig.from_dict({**base, **overrides})
+    if cfg.loss == "logit_adjust" and class_priors is None:
+        raise ValueError("loss='logit_adjust' needs class_priors: pass "
+                         "fh_utils.training.losses.class_priors(train targets, task)")  # fmt: skip
+    return cfg, resolve_task(model, task)
 
 
 def resolve_task(model: nn.Module, task: Task | str | None) -> Task:

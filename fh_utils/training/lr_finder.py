@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader
 from fh_utils.tasks import Task
 from fh_utils.training.config import TrainConfig
 from fh_utils.training.device import amp_dtype, resolve_device, uses_channels_last
-from fh_utils.training.engine import resolve_task
+from fh_utils.training.engine import resolve_training
 from fh_utils.training.losses import MultiHeadLoss
 from fh_utils.training.optim import create_optimizer
 
@@ -165,12 +165,7 @@ def find_lr(
     from torch_lr_finder import LRFinder
 
     _check_sweep(start_lr, end_lr, num_iter, smooth, diverge)
-    base = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
-    cfg = TrainConfig.from_dict({**base, **overrides})
-    task = resolve_task(model, task)
-    if cfg.loss == "logit_adjust" and class_priors is None:
-        raise ValueError("loss='logit_adjust' needs class_priors: pass "
-                         "fh_utils.training.losses.class_priors(train targets, task)")  # fmt: skip
+    cfg, task = resolve_training(model, config, overrides, task, class_priors)
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg, device)
     net = copy.deepcopy(model).to(device)
