@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from fh_utils.paths import notebooks_dir
-from fh_utils.runner.demo import run_demo
+from fh_utils.runner.demo import run_demo, score_line
 from fh_utils.runner.notebooks import IPCKernelManager, run_notebook
 from fh_utils.runner.progress import NotebookProgress, format_seconds
 
@@ -115,3 +115,13 @@ def test_training_notebook_streams_its_epoch_lines(demo_root, tmp_path, capfd):
     epochs = re.findall(r"\| epoch (\d)/2 loss [\d.]+ val_loss [\d.]+ score [\d.]+", out)
     assert epochs == ["1", "2"], out
     assert "| val score" in out and TCP_WARNING not in err
+
+
+def test_the_closing_line_leads_with_the_honest_estimate_of_the_submitted_checkpoint():
+    estimate = {"score": 0.97, "low": 0.95, "high": 0.99, "rule": "last"}
+    metrics = {"metric": "acsa", "score": 0.98, "epoch": 12, "baseline_score": 0.5, "estimates": {"estimate": estimate}}
+    want = ("  ST2 acsa: 0.9700 honest estimate of the last checkpoint (90 % 0.9500-0.9900); best epoch 0.9800 "
+            "(epoch 12); colour baseline 0.5000")  # fmt: skip
+    assert score_line("st2", metrics) == want
+    before_estimates = {"metric": "mean_top1", "score": 0.7, "epoch": 3}
+    assert score_line("st1", before_estimates) == "  ST1 mean_top1: best epoch 0.7000 (epoch 3)"
