@@ -269,6 +269,14 @@ def _board(args: argparse.Namespace) -> int:
     return run_board(args.logdir, port=args.port, host=args.host)
 
 
+def _parameter_options(p: argparse.ArgumentParser, parameter_help: str) -> None:
+    """The notebook-parameter options ``-p NAME VALUE`` (typed as papermill types) and ``-r NAME VALUE`` (a string)."""
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help=parameter_help)
+    p.add_argument("-r", "--raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a parameter to the string VALUE as it is (repeatable; default: none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser: one subcommand per job, every option's help stating its default."""
     from fh_utils import __version__
@@ -299,11 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook", type=Path, help="the notebook, e.g. notebooks/04_train_st2.ipynb")
     p.add_argument("output", type=Path, help="the executed copy to write (kept, with the error, when a cell fails); "
                                              "an HTML rendering goes beside it")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="set a parameter, VALUE read as papermill's -p reads it: True/False/None, an int, a float, "
-                        "else a string (repeatable; default: none, the notebook's own values)")
-    p.add_argument("-r", "--raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="set a parameter to the string VALUE as it is (repeatable; default: none)")
+    _parameter_options(p, "set a parameter, VALUE read as papermill's -p reads it: True/False/None, an int, a "
+                          "float, else a string (repeatable; default: none, the notebook's own values)")
     p.add_argument("-f", "--parameters-file", type=Path, action="append", default=[], metavar="YAML",
                    help="YAML file of parameters, applied before -p and -r (repeatable; default: none)")
     p.add_argument("--cwd", type=Path, default=None, metavar="DIR",
@@ -373,12 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lr-find", help="the learning-rate range test (Smith 2017, fastai's lr_find) of a notebook "
                                        "03/04 configuration: prints the suggested lr, saves figures/lr_find.png")
     p.add_argument("task", choices=["st1", "st2"], help="st1 (notebook 03's configuration) or st2 (notebook 04's)")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="a notebook 03/04 parameter, e.g. -p backbone fh_colornet -p img_size 56, VALUE read as the "
-                        "run command reads it (repeatable; default: none, the notebook's own values; the run folder "
-                        "is run_name's, a new one when empty)")
-    p.add_argument("-r", "--raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="set a parameter to the string VALUE as it is (repeatable; default: none)")
+    _parameter_options(p, "a notebook 03/04 parameter, e.g. -p backbone fh_colornet -p img_size 56, VALUE read as "
+                          "the run command reads it (repeatable; default: none, the notebook's own values; the run "
+                          "folder is run_name's, a new one when empty)")
     p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default %(default)s)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default %(default)s)")
     p.add_argument("--num-iter", type=int, default=100,
