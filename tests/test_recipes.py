@@ -273,6 +273,14 @@ def test_crt_leaves_the_backbone_bit_identical_and_retrains_the_heads(tmp_path):
     assert 0.0 <= entry["score"] <= 1.0 and result.metrics["crt"]["score"] == entry["score"]
     stored = EpochPredictions.load(tmp_path / "crt" / entry["predictions"])
     assert stored.epochs.tolist() == [2] and stored.probabilities["Color"].shape == (1, 24, 18)
+    written = (tmp_path / "crt" / "crt.pt").stat().st_mtime_ns
+    again = _fit(tmp_path / "crt", epochs=2, crt_epochs=2, kw={"resume": True})  # a finished run resumed: no new epoch
+    assert (tmp_path / "crt" / "crt.pt").stat().st_mtime_ns == written, "cRT was redone for a finished run"
+    assert again.metrics["crt"] == entry
+    (tmp_path / "crt" / "crt.pt").unlink()  # interrupted during cRT: no crt.pt yet, so a resume re-trains it
+    _fit(tmp_path / "crt", epochs=2, crt_epochs=2, kw={"resume": True})
+    assert torch.equal(torch.load(tmp_path / "crt" / "crt.pt", weights_only=True)["model"]["heads.Color.weight"],
+                       crt["heads.Color.weight"]), "cRT is seeded: the re-trained heads are the same"  # fmt: skip
 
 
 def test_every_recipe_at_once_on_the_three_heads_of_st1(tmp_path):

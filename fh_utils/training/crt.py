@@ -137,6 +137,13 @@ def retrain_classifier(
     return rows
 
 
+def crt_is_done(run_dir: str | Path, epochs: int) -> bool:
+    """Whether the run already holds a finished cRT of ``epochs`` epochs (``crt.pt`` and its metrics.json entry)."""
+    run_dir = Path(run_dir)
+    metrics = read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else {}
+    return (run_dir / CRT_CKPT).is_file() and (metrics.get(CRT_KEY) or {}).get("epochs") == epochs
+
+
 def retrain_after_fit(
     loop: Any,
     state: Any,

@@ -242,12 +242,15 @@ def fit(
         from fh_utils.training.watch import RunWatch  # state.json and TensorBoard scalars (tb/) of the run
 
         with RunWatch(run_dir, state.history, cfg.epochs, extra_metrics) as watch:
+            epochs_before = state.epoch
             _train_epochs(loop, state, loaders, run_dir, extra_metrics or {}, [watch.on_epoch, *(callbacks or [])])
             _save_rule_checkpoint(loop, state, loaders, run_dir)
             if cfg.crt_epochs:  # classifier re-training from the rule's checkpoint: crt.pt (fh_utils.training.crt)
-                from fh_utils.training.crt import retrain_after_fit
+                from fh_utils.training.crt import crt_is_done, retrain_after_fit
 
-                retrain_after_fit(loop, state, loaders, run_dir, evaluate, _epoch_record)
+                # A finished run resumed again trains nothing new: its cRT (seeded, so the same) is not redone.
+                if state.epoch > epochs_before or not crt_is_done(run_dir, cfg.crt_epochs):
+                    retrain_after_fit(loop, state, loaders, run_dir, evaluate, _epoch_record)
     finally:
         log.removeHandler(handler)
         handler.close()
