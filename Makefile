@@ -1,6 +1,5 @@
 # Two commands on a fresh clone: `make demo` (the whole workbook on the demo data) and `make test`.
-# Each creates .venv and installs the package (editable, with its dev extra) when needed, without compiling the
-# bytecode of every installed file (18k of them, a minute on 2 cores): Python compiles what is imported, once.
+# Each creates .venv and installs the package (editable, with its dev extra) when needed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,6 +11,10 @@ STAMP := $(VENV)/.installed-stamp
 export NO_ALBUMENTATIONS_UPDATE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONUNBUFFERED := 1
+# A shell's PYTHONDONTWRITEBYTECODE=1 (this machine's has it) would make every process these targets start compile
+# the workbook and the tests from source again: the suite starts about a hundred interpreters and kernels. The
+# bytecode goes to .venv and the checkout's git-ignored __pycache__ folders.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help install test test-all demo lab board tensorboard dashboard bench mutation lint format clean
 
@@ -21,7 +24,7 @@ install: $(STAMP)  ## create .venv and install the package with its dev extra (t
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fashion-how)" >/dev/null
 	@touch $(STAMP)
 
