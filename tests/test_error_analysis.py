@@ -87,8 +87,9 @@ def test_the_dominant_colour_is_the_garments_not_the_border():
     assert E.dominant_color(crop) == (200, 28, 38)
 
 
-def test_a_runs_stored_epochs_load_at_its_best_epoch(tmp_path):
-    """Without probabilities in val_predictions.csv, val_epochs.npz at metrics.json's best epoch is read."""
+def test_a_runs_stored_epochs_load_at_the_epoch_of_the_checkpoint_it_submits(tmp_path):
+    """Without probabilities in val_predictions.csv, val_epochs.npz at metrics.json's best epoch is read (rule
+    best, or a run from before rules); under rule last, the last epoch; under avg, the average's val_avg.npz."""
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(18), size=(3, 20)).astype(np.float16)
     targets = rng.integers(0, 18, (20, 1))
@@ -100,6 +101,17 @@ def test_a_runs_stored_epochs_load_at_its_best_epoch(tmp_path):
     expected = probs[1].astype(np.float64)
     np.testing.assert_allclose(errors.probabilities("Color"), expected / expected.sum(1, keepdims=True), atol=1e-6)
     assert (errors.frame["color_pred"] == expected.argmax(1)).all()
+    write_json(tmp_path / "metrics.json", {"task": "st2", "epoch": 2, "checkpoint": {"rule": "last"}})
+    expected = probs[2].astype(np.float64)
+    np.testing.assert_allclose(E.load_errors(str(tmp_path)).probabilities("Color"),
+                               expected / expected.sum(1, keepdims=True), atol=1e-6)  # fmt: skip
+    average = rng.dirichlet(np.ones(18), size=(1, 20)).astype(np.float16)
+    EpochPredictions(np.array([3]), {"Color": average}, targets, np.array([f"v{i}.jpg" for i in range(20)]),
+                     np.array(["val"] * 20), np.arange(20)).save(tmp_path / "val_avg.npz")  # fmt: skip
+    write_json(tmp_path / "metrics.json", {"task": "st2", "epoch": 2, "checkpoint": {"rule": "avg"}})
+    expected = average[0].astype(np.float64)
+    np.testing.assert_allclose(E.load_errors(str(tmp_path)).probabilities("Color"),
+                               expected / expected.sum(1, keepdims=True), atol=1e-6)  # fmt: skip
 
 
 def test_a_fold_sweeps_oof_file_covers_every_row(tmp_path):

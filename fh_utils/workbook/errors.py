@@ -4,8 +4,8 @@
 ``val_predictions.csv`` (per head ``<key>_true``, ``<key>_pred``, ``<key>_loss``, ``<key>_p_<class>``) plus each
 row's ``source`` (train / val CSV), ``row`` (its index among that CSV's rows) and ``fold``:
 
-- a run: its best checkpoint's ``val_predictions.csv`` (``val_epochs.npz`` at the best epoch when the CSV has
-  no probabilities), so only the validation rows are covered;
+- a run: the ``val_predictions.csv`` of the checkpoint it submits (without probabilities there: ``val_epochs.npz``
+  at that checkpoint's epoch, or a weight average's own ``val_avg.npz``), so only the validation rows are covered;
 - a fold sweep: the out-of-fold probabilities of ``python -m fh_utils oof SWEEP``
   (:mod:`fh_utils.workbook.oof`, made here when missing) at the epoch count every row favours: every row of train
   and val, each predicted by the fold run that never trained on it.
@@ -30,6 +30,7 @@ from fh_utils.data.datasets import build_source, read_rows
 from fh_utils.io import atomic_write, read_json
 from fh_utils.paths import resolve_data_root
 from fh_utils.runs import (
+    CHECKPOINT_PREDICTIONS_FILE,
     CONFIG_FILE,
     EPOCH_PREDICTIONS_FILE,
     METRICS_FILE,
@@ -174,7 +175,7 @@ def _data_config(config: dict, data_root: str) -> DataConfig | None:
 
 
 def load_run_errors(run_dir: str | Path = "", task: str = "", data_root: str = "") -> ErrorSet:
-    """A run's validation predictions (its best checkpoint's) as an :class:`ErrorSet`.
+    """A run's validation predictions, those of the checkpoint it submits (its rule's), as an :class:`ErrorSet`.
 
     Args:
         run_dir: A run folder (path or name under ``outputs/runs``); ``""``: the newest run (of ``task``) with
@@ -194,17 +195,26 @@ def load_run_errors(run_dir: str | Path = "", task: str = "", data_root: str = "
         else None  # fmt: skip
     csv = folder / PREDICTIONS_FILE
     frame = pd.read_csv(csv) if csv.is_file() else None
+    rule = (metrics.get("checkpoint") or {}).get("rule", "best")  # best: a run from before checkpoint rules
+    own = folder / CHECKPOINT_PREDICTIONS_FILE.format(rule=rule)
     if frame is not None and _has_probabilities(frame, task_obj):
-        what = f"run {folder.name}: {PREDICTIONS_FILE} (the best checkpoint's val predictions)"
+        what = f"run {folder.name}: {PREDICTIONS_FILE} (the val predictions of its {rule!r} checkpoint)"
         same = stored is not None and len(stored.image_name) == len(frame) \
             and (stored.image_name.astype(str) == frame["image_name"].astype(str).to_numpy()).all()  # fmt: skip
         frame.insert(1, "source", stored.source.astype(str) if same else "val")
         frame.insert(2, "row", stored.row.astype(np.int64) if same else np.arange(len(frame)))
         frame.insert(3, "fold", -1)
+    elif rule not in ("best", "last") and own.is_file():  # a weight average: its own stored val probabilities
+        saved = EpochPredictions.load(own)
+        what = f"run {folder.name}: {own.name} (its {rule!r} checkpoint; no probabilities in {PREDICTIONS_FILE})"
+        ids = {"image_name": saved.image_name, "source": saved.source, "row": saved.row}
+        frame = frame_from_probabilities(task_obj, saved.at_epoch(int(saved.epochs[-1])), saved.targets, ids)
     elif stored is not None and len(stored.epochs):
-        best = int(metrics.get("epoch") or stored.epochs[-1])
+        # The epoch of the checkpoint the run submits: the last one under rule "last", else the best val epoch.
+        best = int(metrics.get("epoch") or stored.epochs[-1]) if rule != "last" else int(stored.epochs[-1])
         epoch = best if best in set(stored.epochs.tolist()) else int(stored.epochs[-1])
-        what = f"run {folder.name}: {EPOCH_PREDICTIONS_FILE} at epoch {epoch} (no probabilities in {PREDICTIONS_FILE})"
+        what = (f"run {folder.name}: {EPOCH_PREDICTIONS_FILE} at epoch {epoch}, its {rule!r} checkpoint's (no "
+                f"probabilities in {PREDICTIONS_FILE})")  # fmt: skip
         ids = {"image_name": stored.image_name, "source": stored.source, "row": stored.row}
         frame = frame_from_probabilities(task_obj, stored.at_epoch(epoch), stored.targets, ids)
     else:
