@@ -12,16 +12,17 @@ from fh_utils.io import write_json
 from fh_utils.scoring.calibration import calibration_table, expected_calibration_error, reliability_bins
 from fh_utils.scoring.predictions import EpochPredictions
 from fh_utils.tasks import ST1, ST2
+from fh_utils.workbook import error_sets as S
 from fh_utils.workbook import errors as E
 
 
-def _error_set(task=ST2, n=60, seed=0, coverage=E.OUT_OF_FOLD) -> E.ErrorSet:
+def _error_set(task=ST2, n=60, seed=0, coverage=S.OUT_OF_FOLD) -> S.ErrorSet:
     rng = np.random.default_rng(seed)
     probs = {h.column: rng.dirichlet(np.ones(h.num_classes) * 0.5, size=n) for h in task.heads}
     targets = np.stack([rng.integers(0, h.num_classes, n) for h in task.heads], 1)
     ids = {"image_name": [f"img{i}.jpg" for i in range(n)], "source": ["val"] * n, "row": np.arange(n)}
-    frame = E.frame_from_probabilities(task, probs, targets, ids)
-    return E.ErrorSet(task, frame, coverage, folder=None, what="hand-made")
+    frame = S.frame_from_probabilities(task, probs, targets, ids)
+    return S.ErrorSet(task, frame, coverage, folder=None, what="hand-made")
 
 
 @pytest.mark.parametrize("task", [ST2, ST1])
@@ -96,21 +97,21 @@ def test_a_runs_stored_epochs_load_at_the_epoch_of_the_checkpoint_it_submits(tmp
     EpochPredictions(np.arange(1, 4), {"Color": probs}, targets, np.array([f"v{i}.jpg" for i in range(20)]),
                      np.array(["val"] * 20), np.arange(20)).save(tmp_path / "val_epochs.npz")  # fmt: skip
     write_json(tmp_path / "metrics.json", {"task": "st2", "epoch": 2})
-    errors = E.load_errors(str(tmp_path))
-    assert errors.coverage == E.VAL_ONLY and "validation rows only" in errors.describe()
+    errors = S.load_errors(str(tmp_path))
+    assert errors.coverage == S.VAL_ONLY and "validation rows only" in errors.describe()
     expected = probs[1].astype(np.float64)
     np.testing.assert_allclose(errors.probabilities("Color"), expected / expected.sum(1, keepdims=True), atol=1e-6)
     assert (errors.frame["color_pred"] == expected.argmax(1)).all()
     write_json(tmp_path / "metrics.json", {"task": "st2", "epoch": 2, "checkpoint": {"rule": "last"}})
     expected = probs[2].astype(np.float64)
-    np.testing.assert_allclose(E.load_errors(str(tmp_path)).probabilities("Color"),
+    np.testing.assert_allclose(S.load_errors(str(tmp_path)).probabilities("Color"),
                                expected / expected.sum(1, keepdims=True), atol=1e-6)  # fmt: skip
     average = rng.dirichlet(np.ones(18), size=(1, 20)).astype(np.float16)
     EpochPredictions(np.array([3]), {"Color": average}, targets, np.array([f"v{i}.jpg" for i in range(20)]),
                      np.array(["val"] * 20), np.arange(20)).save(tmp_path / "val_avg.npz")  # fmt: skip
     write_json(tmp_path / "metrics.json", {"task": "st2", "epoch": 2, "checkpoint": {"rule": "avg"}})
     expected = average[0].astype(np.float64)
-    np.testing.assert_allclose(E.load_errors(str(tmp_path)).probabilities("Color"),
+    np.testing.assert_allclose(S.load_errors(str(tmp_path)).probabilities("Color"),
                                expected / expected.sum(1, keepdims=True), atol=1e-6)  # fmt: skip
 
 
@@ -124,8 +125,8 @@ def test_a_fold_sweeps_oof_file_covers_every_row(tmp_path):
     oof = EpochPredictions(np.array([1, 2]), {"Color": probs}, targets, np.array([f"i{i}" for i in range(n)]), source,
                            np.r_[np.arange(20), np.arange(10)], np.arange(n) % 3)  # fmt: skip
     path = oof.save(tmp_path / "sweep" / "oof" / "recipe__seed0.npz")
-    errors = E.load_errors(sweep=str(path))
-    assert errors.coverage == E.OUT_OF_FOLD and errors.task.name == "st2" and len(errors.frame) == n
+    errors = S.load_errors(sweep=str(path))
+    assert errors.coverage == S.OUT_OF_FOLD and errors.task.name == "st2" and len(errors.frame) == n
     assert errors.folder == tmp_path / "sweep" and "epoch 2" in errors.what  # the best out-of-fold epoch
     assert errors.frame["source"].tolist() == source.tolist()
     assert errors.frame["fold"].tolist() == (np.arange(n) % 3).tolist()
@@ -151,9 +152,9 @@ def test_a_fold_sweep_folder_is_gathered_when_it_has_no_oof_file_yet(tmp_path, m
         record.save(folder / "val_epochs.npz")
         write_json(folder / "metrics.json", {"score": 1.0, "task": "st2", "epoch": 1})
         write_json(folder / "config.json", {"data": {"split": f"fold:{k}/3"}, "train": {"seed": 0}})
-    errors = E.load_errors(sweep=str(root / "folds"))
+    errors = S.load_errors(sweep=str(root / "folds"))
     assert (root / "folds" / "oof" / "oof_report.json").exists()
-    assert errors.coverage == E.OUT_OF_FOLD and len(errors.frame) == n_train + n_val
+    assert errors.coverage == S.OUT_OF_FOLD and len(errors.frame) == n_train + n_val
     assert errors.frame["source"].tolist() == source.tolist() and errors.frame["row"].tolist() == row.tolist()
     assert errors.frame["fold"].tolist() == (np.arange(n_train + n_val) % 3).tolist()
     assert (errors.frame["color_pred"] == targets[:, 0]).all()

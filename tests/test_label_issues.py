@@ -11,6 +11,7 @@ import pytest
 from fh_utils.data.exclude import read_exclusion
 from fh_utils.scoring.label_issues import COLUMNS, head_label_issues, rank_label_issues
 from fh_utils.tasks import Head, Task
+from fh_utils.workbook import error_sets as S
 from fh_utils.workbook import errors as E
 
 BLOBS = Task("blobs", "three blobs", "x", (Head("Shape", "shape", ("a", "b", "c")),), "acsa")
@@ -69,8 +70,8 @@ def test_the_ranking_carries_each_rows_identity_and_leaves_unlabelled_rows_out(p
 def test_the_review_csv_lists_the_flagged_rows_and_reads_back_as_an_exclusion_list(planted, tmp_path):
     probs, given, _, flipped = planted
     ids = {"image_name": [f"p{i}.jpg" for i in range(len(given))], "source": ["train"] * len(given)}
-    frame = E.frame_from_probabilities(BLOBS, {"Shape": probs}, given[:, None], ids)
-    errors = E.ErrorSet(BLOBS, frame, E.OUT_OF_FOLD, tmp_path, "blobs")
+    frame = S.frame_from_probabilities(BLOBS, {"Shape": probs}, given[:, None], ids)
+    errors = S.ErrorSet(BLOBS, frame, S.OUT_OF_FOLD, tmp_path, "blobs")
     ranked = E.label_issues(errors)
     path = E.write_label_issues(errors, ranked)
     assert path == tmp_path / "label_issues.csv"

@@ -19,9 +19,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from fh_utils.workbook.error_sets import OUT_OF_FOLD, ErrorSet
 from fh_utils.workbook.errors import (
-    OUT_OF_FOLD,
-    ErrorSet,
     color_swatches,
     confused_examples,
     crops,
