@@ -90,3 +90,23 @@ def test_each_fold_is_scored_at_the_epoch_count_the_other_folds_chose():
     assert report["per_fold_epochs"] == {0: 2, 1: 1, 2: 1}
     assert report["score"]["score"] == 0.0
     assert report["score"]["low"] <= report["score"]["score"] <= report["score"]["high"]
+
+
+def test_the_val_rows_score_is_the_nested_score_of_the_val_csvs_rows_alone():
+    """Train rows always wrong, val rows right from epoch 2 on: every row's score is dragged down by train, the
+    val rows' score is 1 (chosen on the other folds' val rows); its interval holds it; no val rows, no entry."""
+    runs, _, _ = _fold_runs(n_train=12, n_val=9, epochs=3)
+    for run in runs.values():
+        run.targets[:] = np.arange(run.n_rows)[:, None] % 2  # two classes, in train and in val
+        probs = np.full((3, run.n_rows, 18), 1 / 18, dtype=np.float16)
+        right, wrong = run.targets[:, 0], 1 - run.targets[:, 0]
+        val = run.source == "val"
+        for e in range(3):
+            probs[e, np.arange(run.n_rows), np.where(val & (e > 0), right, wrong)] = 1
+        run.probabilities["Color"] = probs
+    report = cross_validated(ST2, gather_folds(runs, 3), SETTINGS)
+    assert report["score"]["score"] < 0.5
+    val = report["val_rows"]
+    assert val["score"] == 1.0 and val["rows"] == 9 and val["low"] <= 1.0 <= val["high"]
+    train_only = {k: r for k, r in _fold_runs(n_train=12, n_val=0, epochs=3)[0].items()}
+    assert cross_validated(ST2, gather_folds(train_only, 3), SETTINGS)["val_rows"] is None

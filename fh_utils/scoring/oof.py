@@ -75,13 +75,33 @@ def gather_folds(folds: dict[int, EpochPredictions], n_folds: int, names: dict[i
                             fold[order])  # fmt: skip
 
 
+def _val_rows_score(task: Task, oof: EpochPredictions, scorer: Scorer, correct: list[np.ndarray], boot: np.ndarray,
+                    at: list[np.ndarray], s: EstimateSettings) -> dict[str, Any] | None:  # fmt: skip
+    """The nested score of the val CSV's rows alone, with its interval and row count.
+
+    Each fold's epoch is chosen on the other folds' val rows. None when the fold set has no val rows or only those.
+    """
+    val = oof.source == "val"
+    if not val.any() or val.all():
+        return None
+    weights = val.astype(np.float64)[None]
+    point = float(selected_on_other_folds(scorer, correct, weights, oof.fold[None])[0])
+    samples = np.concatenate([selected_on_other_folds(scorer, correct, boot[c] * weights, oof.fold[None])
+                              for c in _chunks(len(boot))])  # fmt: skip
+    floor = Scorer(task, oof.targets[val]).binomial_variance([k[val] for k in at])
+    low, high = _interval(point, float(np.var(samples)), floor, floor, s.level)
+    return {**Scored(point, low, high).to_dict(), "rows": int(val.sum())}
+
+
 def cross_validated(task: Task, oof: EpochPredictions, settings: EstimateSettings | None = None,
                     new_rows: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
     """The fold set's cross-validated score at one shared epoch count, with its interval.
 
     Returns:
         ``{"epochs": the count all rows favour (what a full fit trains), "per_fold_epochs": {k: the count the
-        other folds favour}, "score": the nested cross-validated score and its interval, "at_chosen": the score at
+        other folds favour}, "score": the nested cross-validated score and its interval, "val_rows": the same
+        score of the val CSV's rows alone (None without them), which a leaderboard test that resembles val
+        follows more closely when train rows are harder than val's, "at_chosen": the score at
         ``epochs`` (optimistic: chosen on these rows), "per_epoch": every epoch's out-of-fold score, "rows",
         "how"}``.
 
@@ -113,8 +133,10 @@ def cross_validated(task: Task, oof: EpochPredictions, settings: EstimateSetting
     floor = scorer.binomial_variance(at)
     new = Scorer(task, oof.targets[mask]).binomial_variance([k[mask] for k in at])
     low, high = _interval(point, float(np.var(samples)), floor, new, s.level)
+    val_rows = _val_rows_score(task, oof, scorer, correct, boot, at, s)
     return {
         "epochs": int(oof.epochs[chosen]), "per_fold_epochs": per_fold, "score": Scored(point, low, high).to_dict(),
+        "val_rows": val_rows,
         "at_chosen": float(per_epoch[chosen]), "per_epoch": {int(e): float(v) for e, v in zip(oof.epochs, per_epoch)},
         "rows": int(oof.n_rows), "folds": int(len(per_fold)),
         "how": (f"each fold's held-out rows scored at the epoch count the other {len(per_fold) - 1} folds' rows "

@@ -134,13 +134,17 @@ def sweep_oof(sweep: str, root: str | Path | None = None, settings: EstimateSett
 
 
 def oof_table(groups: list[OofGroup]) -> pd.DataFrame:
-    """One row per fold set: recipe, seed, folds, the cross-validated score and interval, the full-fit epochs."""
+    """One row per fold set: recipe, seed, folds, the cross-validated scores and the full-fit epochs.
+
+    The scores (each with its interval): of every row, and of the val CSV's rows alone.
+    """
     rows = []
     for g in groups:
         r = g.result or {}
-        score = r.get("score") or {}
+        score, val = r.get("score") or {}, r.get("val_rows") or {}
         rows.append({"task": g.task, "recipe": g.recipe, "seed": g.seed, "folds": g.n_folds,
                      "cv_score": score.get("score"), "low": score.get("low"), "high": score.get("high"),
+                     "cv_val_rows": val.get("score"), "val_low": val.get("low"), "val_high": val.get("high"),
                      "full_fit_epochs": r.get("epochs"), "at_chosen (optimistic)": r.get("at_chosen"),
                      "rows": r.get("rows"), "problem": g.problem})  # fmt: skip
     return pd.DataFrame(rows)
