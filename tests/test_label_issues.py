@@ -76,7 +76,10 @@ def test_the_review_csv_lists_the_flagged_rows_and_reads_back_as_an_exclusion_li
     path = E.write_label_issues(errors, ranked)
     assert path == tmp_path / "label_issues.csv"
     written = pd.read_csv(path)
-    assert len(written) == ranked["flagged"].sum() and (written["exclude"] == 1).all()
+    assert len(written) == ranked["flagged"].sum() and (written["exclude"] == 0).all()
+    assert read_exclusion(path).empty, "an unreviewed list excludes nothing"
+    written["exclude"] = 1  # a reviewer marks every flagged row
+    written.to_csv(path, index=False)
     listed = read_exclusion(path)
     assert set(listed["image_name"]) == set(ranked.loc[ranked["flagged"], "image_name"])
     assert set(listed["source"]) == {"train"}

@@ -149,15 +149,17 @@ def label_issues(errors: ErrorSet, name: str = "") -> pd.DataFrame:
 
 
 def write_label_issues(errors: ErrorSet, ranked: pd.DataFrame, path: str | Path | None = None) -> Path:
-    """Write cleanlab's flagged rows as ``<run or sweep>/label_issues.csv`` for a team to review.
+    """Write cleanlab's flagged rows as ``<run or sweep>/label_issues.csv``, a queue for a team to review.
 
-    One row per flagged (head, row), most probable label error first per head, with ``exclude`` = 1: the file is
-    an exclusion list as it is (``exclude="<run>/label_issues.csv"`` in notebooks 03/04 trains without every
-    flagged row); a reviewer sets ``exclude`` to 0 on the rows whose label is right after all.
+    One row per flagged (head, row), most probable label error first per head, with ``exclude`` = 0: a reviewer
+    sets it to 1 on the rows whose label is wrong, and ``exclude="<run>/label_issues.csv"`` in notebooks 03/04
+    then trains without those. Nothing is excluded unreviewed: on real product photos, training without every
+    flagged row (a quarter of the training rows, mostly multi-colour products and shade boundaries) cost 6.7
+    points of ACSA on unseen photos (benchmarks/RESULTS.md).
     """
     path = Path(path) if path else errors.folder / LABEL_ISSUES_FILE
     flagged = ranked[ranked["flagged"]].drop(columns=["flagged"]).copy()
-    flagged["exclude"] = 1
+    flagged["exclude"] = 0
     atomic_write(path, lambda tmp: flagged.to_csv(tmp, index=False, float_format="%.4f"))
     return path
 

@@ -201,7 +201,9 @@ def build_loaders(setup: RunSetup) -> dict[str, DataLoader]:
     if excluded:
         print(f"exclude   {excluded['rows_removed']} training row(s) left out, listed {excluded['listed']} in "
               f"{excluded['file']}" + (f"; {excluded['not_found']} listed not among the training rows"
-                                       if excluded["not_found"] else ""))  # fmt: skip
+                                       if excluded["not_found"] else "")
+              + ("; no row is marked exclude=1 (review the list: set exclude to 1 on the wrong labels)"
+                 if not excluded["listed"] else ""))  # fmt: skip
     return loaders
 
 
