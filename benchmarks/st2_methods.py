@@ -20,7 +20,6 @@ to the default arm seed by seed (the same seeds: paired).
 from __future__ import annotations
 
 import argparse
-import ast
 import time
 from pathlib import Path
 
@@ -29,13 +28,13 @@ import numpy as np
 from benchmarks.common import report
 from benchmarks.honest_estimates import held_out_score
 from fh_utils.io import read_json
-from fh_utils.paths import notebooks_dir, runs_dir
-from fh_utils.runner.notebooks import notebook_parameters
-from fh_utils.runs import CHECKPOINT_PREDICTIONS_FILE, METRICS_FILE
+from fh_utils.paths import runs_dir
+from fh_utils.runs import CHECKPOINT_FILES, CHECKPOINT_PREDICTIONS_FILE, CRT_CKPT, METRICS_FILE
 from fh_utils.scoring.estimates import epoch_estimates
 from fh_utils.scoring.predictions import EpochPredictions
 from fh_utils.scoring.report import run_estimates
 from fh_utils.tasks import get_task
+from fh_utils.workbook.lr_find import notebook_defaults
 from fh_utils.workbook.workflow import train_from_params
 
 CRT_EPOCHS = 3  # the default arm's classifier re-training: a quarter of the default's 12 epochs, heads only
@@ -50,13 +49,8 @@ ARMS: dict[str, dict] = {
     "letterbox": {"resize": "letterbox"},
     "exclude": {},  # training without a reviewed list of rows (issue 30.5): --exclude names the list
 }
-CHECKPOINTS = {"last": "final.pt", "avg": "averaged.pt", "crt": "crt.pt", "best": "best.pt"}
-
-
-def notebook_defaults() -> dict:
-    """Notebook 04's parameters-cell values, as literals."""
-    declared = notebook_parameters(notebooks_dir() / "04_train_st2.ipynb")
-    return {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
+CHECKPOINTS = {"last": CHECKPOINT_FILES["last"], "avg": CHECKPOINT_FILES["avg"], "crt": CRT_CKPT,
+               "best": CHECKPOINT_FILES["best"]}  # the table's order
 
 
 def train_arm(arm: str, seed: int, root: Path, prefix: str) -> Path:
@@ -65,7 +59,7 @@ def train_arm(arm: str, seed: int, root: Path, prefix: str) -> Path:
     run = runs_dir() / name
     if (run / METRICS_FILE).exists() and (run / CHECKPOINTS["last"]).exists():
         return run
-    params = {**notebook_defaults(), **ARMS[arm], "data_root": str(root), "seed": seed, "run_name": name,
+    params = {**notebook_defaults("st2"), **ARMS[arm], "data_root": str(root), "seed": seed, "run_name": name,
               "resume": (run / "last.pt").exists()}  # fmt: skip
     start = time.perf_counter()
     run, _ = train_from_params("st2", params, progress=False)
