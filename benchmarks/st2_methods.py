@@ -29,9 +29,7 @@ from benchmarks.common import report
 from benchmarks.honest_estimates import held_out_score
 from fh_utils.io import read_json
 from fh_utils.paths import runs_dir
-from fh_utils.runs import CHECKPOINT_FILES, CHECKPOINT_PREDICTIONS_FILE, CRT_CKPT, METRICS_FILE
-from fh_utils.scoring.estimates import epoch_estimates
-from fh_utils.scoring.predictions import EpochPredictions
+from fh_utils.runs import CHECKPOINT_FILES, METRICS_FILE
 from fh_utils.scoring.report import run_estimates
 from fh_utils.tasks import get_task
 from fh_utils.workbook.lr_find import notebook_defaults
@@ -49,8 +47,7 @@ ARMS: dict[str, dict] = {
     "letterbox": {"resize": "letterbox"},
     "exclude": {},  # training without a reviewed list of rows (issue 30.5): --exclude names the list
 }
-CHECKPOINTS = {"last": CHECKPOINT_FILES["last"], "avg": CHECKPOINT_FILES["avg"], "crt": CRT_CKPT,
-               "best": CHECKPOINT_FILES["best"]}  # the table's order
+CHECKPOINTS = {rule: CHECKPOINT_FILES[rule] for rule in ("last", "avg", "crt", "best")}  # the table's order
 
 
 def train_arm(arm: str, seed: int, root: Path, prefix: str) -> Path:
@@ -68,17 +65,8 @@ def train_arm(arm: str, seed: int, root: Path, prefix: str) -> Path:
 
 
 def _estimate(run: Path, task, rule: str) -> dict | None:
-    if rule in ("last", "best", "avg"):
-        est = run_estimates(run, task, rule)
-        return None if est is None else est["estimate"] if rule != "best" else est["best_epoch"]
-    own = run / CHECKPOINT_PREDICTIONS_FILE.format(rule=rule)
-    if not own.exists():
-        return None
-    record = EpochPredictions.load(run / "val_epochs.npz")
-    saved = EpochPredictions.load(own)
-    est = epoch_estimates(task, record.targets, record.probabilities, rule=rule,
-                          checkpoint_probabilities=saved.at_epoch(int(saved.epochs[-1])))  # fmt: skip
-    return est["estimate"]
+    est = run_estimates(run, task, rule)
+    return None if est is None else est["estimate"] if rule != "best" else est["best_epoch"]
 
 
 def score_run(run: Path) -> dict:

@@ -415,9 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="st1 or st2 (default: the task the run was trained for)")
     p.add_argument("--tta", default="", help="none, hflip or hflip+crops (default: what the run's evaluation used)")
     p.add_argument("--weights", default="", help="ensemble weights, comma-separated (default: equal)")
-    p.add_argument("--checkpoint", default="", choices=["", "best", "last", "avg"],
-                   help="which checkpoint each run submits: best.pt, final.pt (last) or averaged.pt (avg) "
-                        "(default: the rule the run was trained with)")
+    p.add_argument("--checkpoint", default="", choices=["", "best", "last", "avg", "crt"],
+                   help="which checkpoint each run submits: best.pt, final.pt (last), averaged.pt (avg) or crt.pt "
+                        "(crt: the classifier re-trained after training, crt_epochs) (default: the rule the run was "
+                        "trained with)")
     p.add_argument("--key", default="", help="the team's key, written into task.ipynb (default empty: no upload)")
     p.add_argument("--data-root", default="",
                    help="data whose split the dry run predicts (default: the data root the run trained on, from its "
@@ -437,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "val predictions (greedy selection), with the choice's honest estimate; "
                                                "writes ensemble_choice.json for package")  # fmt: skip
     p.add_argument("runs", help="candidate runs: folders or names comma-separated, or a top_k.json")
-    p.add_argument("--checkpoint", default="", choices=["", "best", "last", "avg"],
+    p.add_argument("--checkpoint", default="", choices=["", "best", "last", "avg", "crt"],
                    help="the checkpoint each candidate submits (default: the rule each run was trained with)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder of ensemble_choice.json (default: the top_k.json's folder, else outputs/runs)")

@@ -43,15 +43,16 @@ RUNS_CSV, TOP_K_FILE = "runs.csv", "top_k.json"
 SUBMISSION_SPEC_FILE = "submission.json"
 # Every epoch's val probabilities (fh_utils.scoring.predictions), and the last epochs' weights (checkpoints/).
 EPOCH_PREDICTIONS_FILE, CHECKPOINTS_DIR = "val_epochs.npz", "checkpoints"
-# What a run may submit, by the rule that chose it (TrainConfig.checkpoint): the best val epoch, the last epoch's
-# weights, or the average of the last kept epochs' weights. The rule a run was trained with is its default.
-FINAL_CKPT, AVERAGED_CKPT = "final.pt", "averaged.pt"
-CHECKPOINT_FILES = {"best": BEST_CKPT, "last": FINAL_CKPT, "avg": AVERAGED_CKPT}
+# What a run may submit, by the rule that chose it: the best val epoch, the last epoch's weights, the average of the
+# last kept epochs' weights (the TRAINING_RULES: TrainConfig.checkpoint, the run's default), or the classifier
+# re-trained after training on the frozen backbone of the training rule's checkpoint (fh_utils.training.crt, when
+# crt_epochs > 0): best.pt's format, its val probabilities val_crt.npz. cRT is no training rule: it is made from one.
+FINAL_CKPT, AVERAGED_CKPT, CRT_CKPT = "final.pt", "averaged.pt", "crt.pt"
+CHECKPOINT_FILES = {"best": BEST_CKPT, "last": FINAL_CKPT, "avg": AVERAGED_CKPT, "crt": CRT_CKPT}
 CHECKPOINT_RULES = tuple(CHECKPOINT_FILES)
-# The val probabilities of a checkpoint that is no epoch's (the weight average): what its honest estimate scores.
+TRAINING_RULES = ("best", "last", "avg")
+# The val probabilities of a checkpoint that is no epoch's (the weight average, cRT): what its honest estimate scores.
 CHECKPOINT_PREDICTIONS_FILE = "val_{rule}.npz"
-# Classifier re-training's checkpoint (fh_utils.training.crt): best.pt's format; its val probabilities val_crt.npz.
-CRT_CKPT = "crt.pt"
 # A run's state: "running" while its process lives (heartbeat), then how it ended. "killed" is never written
 # by the run itself (SIGKILL, power loss): read_run_state infers it from a dead pid or a stale heartbeat.
 RUN_STATES = ("running", "finished", "failed", "pruned", "killed")
@@ -142,11 +143,41 @@ def run_candidates(name: str | Path) -> list[Path]:
     return seen
 
 
-def check_checkpoint_rule(rule: str) -> str:
-    """``rule`` if it is one of :data:`CHECKPOINT_RULES`, else a ValueError naming them."""
-    if rule not in CHECKPOINT_FILES:
-        raise ValueError(f"checkpoint rule must be one of {CHECKPOINT_RULES}, got {rule!r}")
+def check_checkpoint_rule(rule: str, training: bool = False) -> str:
+    """``rule`` if it is one of :data:`CHECKPOINT_RULES` (with ``training``: :data:`TRAINING_RULES`).
+
+    Raises:
+        ValueError: Another rule, naming the allowed ones (``"crt"`` with ``training``: how to ask for it).
+    """
+    if training and rule == "crt":
+        raise ValueError("checkpoint rule 'crt' is chosen when submitting (notebook 05, package --checkpoint crt), "
+                         "not when training: train with crt_epochs > 0 and a checkpoint rule of "
+                         f"{TRAINING_RULES}, whose checkpoint cRT starts from")  # fmt: skip
+    if rule not in (TRAINING_RULES if training else CHECKPOINT_RULES):
+        raise ValueError(f"checkpoint rule must be one of {TRAINING_RULES if training else CHECKPOINT_RULES}, "
+                         f"got {rule!r}")  # fmt: skip
     return rule
+
+
+def when_saved(rule: str) -> str:
+    """When a run writes its checkpoint of ``rule``: for the messages of a missing one."""
+    if rule == "crt":
+        return f"a run saves {CRT_CKPT} after its training only when trained with crt_epochs > 0"
+    return f"a run saves its {rule!r} checkpoint, {CHECKPOINT_FILES[rule]}, when its training ends"
+
+
+def recorded_checkpoint_score(metrics: dict[str, Any], rule: str | None) -> float | None:
+    """The val score a run's ``metrics.json`` records for its checkpoint of ``rule``, else None.
+
+    The training rule's checkpoint (``"checkpoint"``), cRT's (``"crt"``), the best epoch's (``"score"``) for
+    ``"best"``; None for a rule the run did not save or score (or ``rule`` None: a file that is no rule's).
+    """
+    if rule == "crt":
+        return (metrics.get("crt") or {}).get("score")
+    saved = metrics.get("checkpoint") or {}
+    if rule is not None and saved.get("rule") == rule:
+        return saved.get("score")
+    return metrics.get("score") if rule == "best" else None
 
 
 def run_checkpoint_rule(folder: str | Path) -> str:
@@ -214,8 +245,7 @@ def resolve_run_dir(run_dir: str | Path = "", task: str = "", rule: str = "") ->
         if model_file(candidate, rule) is not None:
             return candidate.resolve()
     rules = [rule or run_checkpoint_rule(c) for c in candidates if (c / CONFIG_FILE).is_file()]
-    hint = (f" (a run saves its {rules[0]!r} checkpoint, {CHECKPOINT_FILES[rules[0]]}, when its training ends)"
-            if rules and rules[0] != "best" else "")  # fmt: skip
+    hint = f" ({when_saved(rules[0])})" if rules and rules[0] != "best" else ""
     raise FileNotFoundError(f"no {' / '.join(MODEL_FILES)} for {str(run_dir)!r}{hint}; looked in "
                             + ", ".join(str(c) for c in candidates))  # fmt: skip
 

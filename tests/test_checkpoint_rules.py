@@ -1,4 +1,4 @@
-"""The checkpoint a run submits is chosen by a named rule (best, last, avg), and one road loads it everywhere.
+"""The checkpoint a run submits is chosen by a named rule (best, last, avg, crt), and one road loads it everywhere.
 
 A tiny ST2 run per rule (fh_colornet at 32 px, 3 epochs of 2 steps): ``final.pt`` holds the last epoch's weights,
 ``averaged.pt`` the mean of the kept epochs' weights, ``metrics.json`` records the rule, and notebook 05's set-up,
@@ -37,8 +37,9 @@ def runs(demo_root):
         seed_everything(0)
         model = create_model("st2", "fh_colornet", img_size=32)
         run = runs_dir() / "rules" / f"run-{rule}"  # under outputs/runs: an ensemble choice names runs, not paths
+        crt = 1 if rule == "avg" else 0  # the avg run also re-trains its classifier from averaged.pt: crt.pt
         fit(model, loaders, run, dict(epochs=3, lr=3e-3, seed=0, device="cpu", threads=1, keep_epochs=2,
-                                      checkpoint=rule), progress=False)  # fmt: skip
+                                      checkpoint=rule, crt_epochs=crt), progress=False)  # fmt: skip
         out[rule] = run
     return out
 
@@ -82,6 +83,38 @@ def test_the_avg_rule_saves_the_mean_of_the_kept_epochs_and_its_own_estimate(run
     assert est["estimate"]["rule"] == "avg"
     assert est["estimate"]["score"] == pytest.approx(metrics["checkpoint"]["score"], abs=1e-6)
     assert est["estimate"]["score"] != est["last_epoch"]["score"] or e2 != e3
+
+
+def test_crt_is_submitted_when_asked_for_and_estimated_from_its_own_predictions(runs, tmp_path):
+    from fh_utils.leaderboard.package import package_submission
+
+    run = runs["avg"]
+    metrics = read_json(run / "metrics.json")
+    assert metrics["crt"]["source"] == "averaged.pt" and metrics["crt"]["score"] is not None
+    assert model_file(run).name == "averaged.pt", "a run submits its training rule's checkpoint unless asked"
+    assert model_file(run, "crt").name == "crt.pt" and model_file(runs["last"], "crt") is None
+    loaded = load_for_prediction(str(run), checkpoint="crt")
+    assert loaded.model_path.name == "crt.pt" and loaded.rule == "crt"
+    assert loaded.members[0].score == metrics["crt"]["score"], "the member's score is cRT's, not the avg's"
+    crt, member = _weights(run / "crt.pt"), loaded.members[0].model.state_dict()
+    assert all(torch.equal(member[k], crt[k]) for k in crt)
+    est = run_estimates(run, ST2, "crt", settings=FAST)
+    assert est["estimate"]["rule"] == "crt"
+    assert est["estimate"]["score"] == pytest.approx(metrics["crt"]["score"], abs=1e-6)
+    package = package_submission(str(run), out_dir=tmp_path / "sub", name="crt", checkpoint="crt")
+    spec = package.spec
+    assert spec["checkpoint"] == "crt" and spec["validated_score"] == metrics["crt"]["score"]
+    assert spec["estimate"]["rule"] == "crt" and spec["members"][0]["score"] == metrics["crt"]["score"]
+    packed = torch.load(tmp_path / "sub" / "model" / spec["model_file"].split("/")[-1], weights_only=True)["model"]
+    assert all(torch.equal(packed[k], crt[k]) for k in crt), "the package holds crt.pt's weights"
+    from fh_utils.inference.predictor import Predictor
+
+    served = Predictor.load(tmp_path / "sub" / "model" / spec["model_file"]).members[0].model.state_dict()
+    assert all(torch.equal(served[k], crt[k]) for k in crt), "task.ipynb's loading serves cRT"
+    with pytest.raises(FileNotFoundError, match="crt_epochs > 0"):
+        load_for_prediction(str(runs["last"]), checkpoint="crt")
+    with pytest.raises(ValueError, match="'crt' is chosen when submitting"):
+        TrainConfig(checkpoint="crt", crt_epochs=2)
 
 
 def test_average_state_dicts_is_the_exact_mean_and_refuses_other_shapes(tmp_path):

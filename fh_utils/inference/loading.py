@@ -27,6 +27,7 @@ from fh_utils.runs import (
     run_checkpoint_rule,
     run_list_file,
     weights_from_json,
+    when_saved,
 )  # fmt: skip
 from fh_utils.tasks import Task, get_task
 
@@ -45,7 +46,7 @@ class LoadedModels:
             ``"runs"`` (several runs: an ensemble not yet saved).
         model_path: The one file loaded (None for several runs).
         size_mb: The members' summed saved size.
-        rule: The checkpoint rule of a run's file (``"best"``, ``"last"``, ``"avg"``), else ``""``.
+        rule: The checkpoint rule of a run's file (``"best"``, ``"last"``, ``"avg"``, ``"crt"``), else ``""``.
         run_list: The JSON run list named (``top_k.json``, ``ensemble_choice.json``: its estimate travels to the
             package), else empty.
     """
@@ -80,8 +81,8 @@ def load_for_prediction(
         task: ``"st1"`` / ``"st2"``; empty: the models' own. A mismatch is an error.
         weights: One weight per run of an ensemble (``"1,2"`` or a list); empty: a run list's own (an
             ``ensemble_choice.json`` records them), else equal.
-        checkpoint: The checkpoint rule to take from each run (``"best"``, ``"last"``, ``"avg"``); empty: the rule
-            each run was trained with.
+        checkpoint: The checkpoint rule to take from each run (``"best"``, ``"last"``, ``"avg"``, ``"crt"``);
+            empty: the rule each run was trained with.
         enforce_rules: Refuse an ensemble for a task whose rules forbid it (ST1).
         size_budget: Refuse members over the task's size budget.
 
@@ -103,9 +104,8 @@ def load_for_prediction(
         path = model_file(runs[0], checkpoint)
         if path is None:  # the newest run ("" names it) may still be training: no file of its rule yet
             rule = checkpoint or run_checkpoint_rule(runs[0])
-            raise FileNotFoundError(f"{runs[0]} has no {rule!r} checkpoint ({CHECKPOINT_FILES[rule]}) yet: a run "
-                                    "writes it when its training ends; name another run or pass "
-                                    "checkpoint='best'")  # fmt: skip
+            raise FileNotFoundError(f"{runs[0]} has no {rule!r} checkpoint ({CHECKPOINT_FILES[rule]}) yet: "
+                                    f"{when_saved(rule)}; name another run or pass checkpoint='best'")  # fmt: skip
         members = load_members(path)
         the_task, kind = members_task(members), _kind(path)
         check_ensemble_allowed(the_task, len(members), enforce_rules)

@@ -52,6 +52,7 @@ from fh_utils.runs import (
     MANIFEST_FILE,
     METRICS_FILE,
     SUBMISSION_SPEC_FILE,
+    recorded_checkpoint_score,
     run_label,
 )  # fmt: skip
 from fh_utils.scoring.report import ESTIMATES_KEY, run_estimates
@@ -99,8 +100,8 @@ def _validated_score(run: Path, tta: str, rule: str) -> float | None:
         return None
     metrics = read_json(path)
     saved = metrics.get("checkpoint") or {"rule": "best", "score": metrics.get("score")}
-    if saved.get("rule", "best") != rule:
-        return metrics.get("score") if rule == "best" and tta == "none" else None
+    if rule == "crt" or saved.get("rule", "best") != rule:
+        return recorded_checkpoint_score(metrics, rule) if tta == "none" else None
     if tta == "none":
         return saved.get("score")
     return metrics.get("tta_score") if metrics.get("tta") == tta else None
@@ -190,8 +191,9 @@ def package_submission(
         name: Submission name; empty: the run's folder name (``<task>-ensemble<n>-<time>`` for several runs).
         model_dir: Folder for the weights inside the submission (the template's ``./model``).
         overwrite: Replace an existing submission folder of that name.
-        checkpoint: The checkpoint rule taken from each run (``"best"``, ``"last"``, ``"avg"``); empty: the rule each
-            run was trained with. Loading and every check: :func:`fh_utils.inference.loading.load_for_prediction`.
+        checkpoint: The checkpoint rule taken from each run (``"best"``, ``"last"``, ``"avg"``, ``"crt"``); empty:
+            the rule each run was trained with. Loading and every check:
+            :func:`fh_utils.inference.loading.load_for_prediction`.
 
     Raises:
         FileNotFoundError: A run without its rule's checkpoint, with the places looked at.
@@ -256,7 +258,7 @@ def _honest_numbers(runs: list[Path], kind: str, rule: str, task: Task, run_list
     """The honest numbers ``submission.json`` records.
 
     ``estimate``: the honest estimate of one run's checkpoint of ``rule`` with its interval (its ``metrics.json``'s
-    when the run was trained with that rule, else computed now from its stored epochs); ``best_epoch_score``: its
+    when it stored one for that rule, else computed now from its stored predictions); ``best_epoch_score``: its
     best val epoch's score (optimistic); ``validation``: what its scores were measured on. An ensemble chosen by
     :func:`fh_utils.workbook.ensemble_choice.choose_ensemble` (its ``ensemble_choice.json`` packaged, one member or
     several): the choice's estimate and its val score (optimistic, chosen there). None for other ensembles and for
@@ -268,7 +270,7 @@ def _honest_numbers(runs: list[Path], kind: str, rule: str, task: Task, run_list
     estimate = None
     if kind == "run":
         estimate = (metrics.get(ESTIMATES_KEY) or {}).get("estimate")
-        if estimate is not None and estimate.get("rule", "best") != rule:
+        if estimate is None or estimate.get("rule", "best") != rule:  # another rule's, or none stored yet
             estimate = (run_estimates(runs[0], task, rule) or {}).get("estimate")
     return {"estimate": estimate, "best_epoch_score": metrics.get("score") if kind == "run" else None,
             "validation": metrics.get("validation", "val") if metrics else None}  # fmt: skip

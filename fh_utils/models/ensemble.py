@@ -33,6 +33,8 @@ from fh_utils.runs import (
     checkpoint_rule_of,
     model_file,
     parse_weights,
+    recorded_checkpoint_score,
+    when_saved,
 )  # fmt: skip
 from fh_utils.tasks import Task
 
@@ -99,11 +101,7 @@ def _checkpoint_score(run: Path, rule: str | None) -> float | None:
     path = run / METRICS_FILE
     if not path.exists():
         return None
-    metrics = read_json(path)
-    saved = metrics.get("checkpoint") or {}
-    if rule is not None and saved.get("rule") == rule:
-        return saved.get("score")
-    return metrics.get("score") if rule == "best" else None
+    return recorded_checkpoint_score(read_json(path), rule)
 
 
 def member_from_run(run_dir: str | Path, weight: float = 1.0, checkpoint: str | Path | None = None) -> Member:
@@ -159,7 +157,7 @@ def _rule_file(run: str | Path, rule: str) -> Path | None:
         return None
     path = model_file(run, rule)
     if path is None:
-        raise FileNotFoundError(f"{run} has no {rule!r} checkpoint ({CHECKPOINT_FILES[rule]})")
+        raise FileNotFoundError(f"{run} has no {rule!r} checkpoint ({CHECKPOINT_FILES[rule]}): {when_saved(rule)}")
     return path
 
 

@@ -38,7 +38,7 @@ def run_estimates(run_dir: str | Path, task: Task, rule: str = "",
         task: The run's task.
         rule: How the checkpoint estimated was chosen (:data:`fh_utils.runs.CHECKPOINT_RULES`; ``""``: the rule the
             run was trained with). A weight average is estimated from its own stored val probabilities
-            (``val_avg.npz``); without them the estimate is None.
+            (``val_avg.npz``), a re-trained classifier from ``val_crt.npz``; without them the estimate is None.
         settings: How the estimates are made (defaults: 5 folds, 10 repeats, 200 bootstrap replicates, 90 %).
 
     Returns:

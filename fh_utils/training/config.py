@@ -54,10 +54,12 @@ class TrainConfig:
         distill_temperature: Softmax temperature of the distillation term.
         keep_epochs: The weights of the last this many epochs are kept in ``checkpoints/`` (weight averaging
             reads them; 0: none).
-        checkpoint: The rule that chooses what the run submits (:data:`fh_utils.runs.CHECKPOINT_RULES`):
+        checkpoint: The rule that chooses what the run submits (:data:`fh_utils.runs.TRAINING_RULES`):
             ``"best"`` (the best val epoch, ``best.pt``), ``"last"`` (the last epoch, ``final.pt``) or ``"avg"``
             (the mean of the last ``keep_epochs`` epochs' weights with batch-norm statistics recomputed on the
             training data, ``averaged.pt``). Notebook 05 and ``package`` take it; the honest estimate follows it.
+            cRT's ``crt.pt`` (``crt_epochs``) starts from this checkpoint and is submitted by asking for rule
+            ``"crt"`` there.
         rebalance: Deferred re-balancing (Cao et al., 2019): plain sampling until ``rebalance_epoch``, then
             ``"sampler"`` (DRS: the class-balanced sampler of ``DataConfig.sampler_head``) or ``"reweight"``
             (DRW: every head's loss weighted by class-balanced effective-number weights, Cui et al. 2019, beta
@@ -115,7 +117,7 @@ class TrainConfig:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        check_checkpoint_rule(self.checkpoint)
+        check_checkpoint_rule(self.checkpoint, training=True)
         if self.checkpoint == "avg" and self.keep_epochs < 1:
             raise ValueError("checkpoint='avg' averages the kept epochs' weights: keep_epochs must be at least 1")
         if self.amp not in AMP_MODES:

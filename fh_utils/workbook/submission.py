@@ -101,8 +101,9 @@ def prepare_submission(
     Several runs (comma-separated, or a JSON list) are built into an ensemble, checked against the rules and
     the size budget, and saved as ``ensemble.pt`` in a new run folder (``ensemble_name``, default
     ``<timestamp>-<task>-ensemble<n>``) with ``manifest.json``; that folder receives the submission.
-    ``checkpoint``: the rule whose checkpoint each run predicts with (``"best"``, ``"last"``, ``"avg"``; ``""``:
-    the rule the run was trained with). Loading and every check: :func:`fh_utils.inference.loading.load_for_prediction`.
+    ``checkpoint``: the rule whose checkpoint each run predicts with (``"best"``, ``"last"``, ``"avg"``, ``"crt"``;
+    ``""``: the rule the run was trained with). Loading and every check:
+    :func:`fh_utils.inference.loading.load_for_prediction`.
 
     Raises:
         fh_utils.models.factory.RulesError: An ST1 ensemble, or model(s) over the size budget (unless
