@@ -210,6 +210,15 @@ def test_drs_switches_to_the_balanced_sampler_at_the_stated_epoch_and_a_resume_s
     pd.testing.assert_frame_equal(_history(resumed), _history(drs))
 
 
+def test_a_drs_weight_average_re_estimates_batchnorm_on_the_balanced_batches_its_epochs_drew(tmp_path):
+    loaders = _loaders()
+    _fit(tmp_path / "drs-avg", loaders=loaders, rebalance="sampler", rebalance_epoch=3, checkpoint="avg", keep_epochs=2)
+    served = loaders["train"].dataset.served
+    assert len(served) == 5 * ROWS, "four epochs and one batch-norm pass"
+    bn_pass = np.bincount(loaders["train"].dataset.targets[served[-ROWS:], 0], minlength=3)
+    assert bn_pass.min() >= 9 and bn_pass.max() <= 24, f"re-estimated on plain sampling: {bn_pass}"
+
+
 def test_drs_refuses_a_loader_that_is_balanced_from_the_start():
     loaders = _loaders()
     ds = loaders["train"].dataset

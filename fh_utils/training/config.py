@@ -57,9 +57,9 @@ class TrainConfig:
         checkpoint: The rule that chooses what the run submits (:data:`fh_utils.runs.TRAINING_RULES`):
             ``"best"`` (the best val epoch, ``best.pt``), ``"last"`` (the last epoch, ``final.pt``) or ``"avg"``
             (the mean of the last ``keep_epochs`` epochs' weights with batch-norm statistics recomputed on the
-            training data, ``averaged.pt``). Notebook 05 and ``package`` take it; the honest estimate follows it.
-            cRT's ``crt.pt`` (``crt_epochs``) starts from this checkpoint and is submitted by asking for rule
-            ``"crt"`` there.
+            training data as the last epoch drew it (DRS: balanced), ``averaged.pt``). Notebook 05 and ``package``
+            take it; the honest estimate follows it. cRT's ``crt.pt`` (``crt_epochs``) starts from this checkpoint
+            and is submitted by asking for rule ``"crt"`` there.
         rebalance: Deferred re-balancing (Cao et al., 2019): plain sampling until ``rebalance_epoch``, then
             ``"sampler"`` (DRS: the class-balanced sampler of ``DataConfig.sampler_head``) or ``"reweight"``
             (DRW: every head's loss weighted by class-balanced effective-number weights, Cui et al. 2019, beta

@@ -499,8 +499,11 @@ def _save_weight_average(loop: _Loop, state: TrainingState, loaders: dict, run_d
     epochs = [int(p.stem.split("_")[1]) for p in paths]
     model = copy.deepcopy(state.eval_model)
     model.load_state_dict(average_state_dicts(paths))
-    seed_epoch(loaders["train"], loop.cfg.seed, state.epoch)  # the pass that re-estimates batch-norm replays
-    recomputed = recompute_batchnorm(model, loaders["train"], loop.device)
+    train = loaders["train"]
+    if loop.rebalance is not None:  # DRS: the averaged epochs drew class-balanced batches, and so does this pass
+        train = loop.rebalance.loader(train, max(0, state.epoch - 1))
+    seed_epoch(train, loop.cfg.seed, state.epoch)  # the pass that re-estimates batch-norm replays
+    recomputed = recompute_batchnorm(model, train, loop.device)
     weights = {"model": model.state_dict(), "model_config": getattr(state.model, "model_config", {}),
                "epoch": state.epoch, "averaged_epochs": epochs}  # fmt: skip
     atomic_write(run_dir / AVERAGED_CKPT, lambda tmp: torch.save(weights, tmp))
