@@ -94,6 +94,8 @@ def test_recipe_settings_are_validated_with_clear_errors():
         TrainConfig(mix="cutmix", mix_prob=1.5)
     with pytest.raises(ValueError, match="crt_epochs"):
         TrainConfig(crt_epochs=-1)
+    with pytest.raises(ValueError, match="drw_beta must be between 0 and 1"):
+        TrainConfig(rebalance="reweight", drw_beta=1.0)
 
 
 def test_recipes_are_notebook_parameters_and_sweepable(tmp_path):
@@ -178,6 +180,10 @@ def test_effective_number_weights_follow_cui_et_al():
     expected = np.array([(1 - 0.9999) / (1 - 0.9999**n) for n in (36, 8, 4)])
     np.testing.assert_allclose(w[:3], expected * 3 / expected.sum())
     assert w[3] == 0 and w[2] > w[1] > w[0]
+    counts = np.array([2, 1170, 300])  # products_b's rarest and commonest ST2 colours
+    steep, capped = effective_number_weights(counts), effective_number_weights(counts, 0.99)
+    assert steep[0] / steep[1] > 300 and 40 < capped[0] / capped[1] < 60, "beta 0.99 caps the spread near 50"
+    assert capped[1] == pytest.approx(capped[2], rel=0.06), "classes over ~100 photos weigh alike"
 
 
 def _served_per_epoch(loaders, history_len):
@@ -238,10 +244,10 @@ def test_drw_weights_the_training_loss_from_the_stated_epoch_only(tmp_path, monk
 
     monkeypatch.setattr(engine, "MultiHeadLoss", Recording)
     marks = []
-    drw = _fit(tmp_path / "drw", rebalance="reweight", rebalance_epoch=3, kw={"callbacks": [lambda r: marks.append(
-        len(seen))]})  # fmt: skip
+    drw = _fit(tmp_path / "drw", rebalance="reweight", rebalance_epoch=3, drw_beta=0.99,
+               kw={"callbacks": [lambda r: marks.append(len(seen))]})  # fmt: skip
     assert drw.history["rebalanced"].tolist() == [0, 0, 1, 1]
-    expected = torch.tensor(effective_number_weights(np.bincount(_targets("st2")[:, 0], minlength=18)),
+    expected = torch.tensor(effective_number_weights(np.bincount(_targets("st2")[:, 0], minlength=18), 0.99),
                             dtype=torch.float32)  # fmt: skip
     starts = [0, *marks[:-1]]
     for epoch, (start, end) in enumerate(zip(starts, marks), 1):

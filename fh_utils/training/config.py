@@ -63,7 +63,10 @@ class TrainConfig:
         rebalance: Deferred re-balancing (Cao et al., 2019): plain sampling until ``rebalance_epoch``, then
             ``"sampler"`` (DRS: the class-balanced sampler of ``DataConfig.sampler_head``) or ``"reweight"``
             (DRW: every head's loss weighted by class-balanced effective-number weights, Cui et al. 2019, beta
-            0.9999); ``"none"``: off. The train loader must not be balanced already.
+            ``drw_beta``); ``"none"``: off. The train loader must not be balanced already.
+        drw_beta: DRW's effective-number beta: a class of n photos weighs ``(1 - beta) / (1 - beta ** n)``.
+            0.9999 (Cao et al.) weighs about 1/n up to thousands of photos; a smaller beta caps the spread of
+            the weights near ``1 / (1 - beta)`` photos (0.99: classes over ~100 photos weigh alike).
         rebalance_epoch: First re-balanced epoch, 1-based as in ``history.csv``; 0: the last fifth of the run
             (``epochs * 4 // 5 + 1``, e.g. 10 of 12; Cao et al. switch at 160 of 200).
         crt_epochs: Classifier re-training (cRT, Kang et al., 2020) after training: the heads re-initialised
@@ -105,6 +108,7 @@ class TrainConfig:
     checkpoint: str = "best"
     rebalance: str = "none"
     rebalance_epoch: int = 0
+    drw_beta: float = 0.9999
     crt_epochs: int = 0
     mix: str = "none"
     mix_prob: float = 0.5
@@ -127,6 +131,8 @@ class TrainConfig:
     def _check_recipes(self) -> None:
         if self.rebalance not in REBALANCE_MODES:
             raise ValueError(f"rebalance must be one of {REBALANCE_MODES}, got {self.rebalance!r}")
+        if not 0.0 < self.drw_beta < 1.0:
+            raise ValueError(f"drw_beta must be between 0 and 1 (exclusive), got {self.drw_beta}")
         if self.rebalance != "none" and not 0 <= self.rebalance_epoch <= self.epochs:
             raise ValueError(f"rebalance_epoch must be 1..epochs ({self.epochs}) or 0 (the last fifth), "
                              f"got {self.rebalance_epoch}")  # fmt: skip

@@ -5,9 +5,10 @@
 - ``"sampler"`` (DRS): from ``rebalance_epoch`` the epochs draw from the class-balanced sampler (each class of the
   sampler head equally often, with replacement; the same sampler ``DataConfig.sampler="balanced"`` uses);
 - ``"reweight"`` (DRW): from ``rebalance_epoch`` every head's loss weights its classes by the inverse effective
-  number of samples, ``(1 - beta) / (1 - beta ** n_c)`` with beta 0.9999 (Cui et al., 2019, as LDAM-DRW uses
-  them), normalised to mean 1 over the classes present. With a few thousand images per class this is close to
-  inverse frequency (``1 - beta ** n ~ n (1 - beta)`` while ``n << 10,000``).
+  number of samples, ``(1 - beta) / (1 - beta ** n_c)`` with beta ``TrainConfig.drw_beta`` (default 0.9999, Cui
+  et al., 2019, as LDAM-DRW uses them), normalised to mean 1 over the classes present. With a few thousand images
+  per class this is close to inverse frequency (``1 - beta ** n ~ n (1 - beta)`` while ``n << 1 / (1 - beta)``);
+  a smaller beta flattens the weights of the classes above ``1 / (1 - beta)`` photos.
 
 Which epochs re-balance is a function of the epoch alone (:class:`Rebalancer`), so a run resumed from ``last.pt``
 switches exactly where an uninterrupted one does. The validation loss is never weighted: the engine sets the
@@ -90,7 +91,7 @@ class Rebalancer:
     """
 
     def __init__(self, cfg: TrainConfig, task: Task, train_loader: DataLoader, device: torch.device | str = "cpu"):
-        self.mode, self.task, self.device = cfg.rebalance, task, device
+        self.mode, self.task, self.device, self.beta = cfg.rebalance, task, device, cfg.drw_beta
         self.first = first_rebalanced_epoch(cfg)
         if self.mode != "none" and is_balanced(train_loader):
             raise ValueError(f"rebalance={self.mode!r} defers class re-balancing to epoch {self.first}, but the "
@@ -117,6 +118,6 @@ class Rebalancer:
         if self.mode != "reweight" or not self.active(epoch):
             return None
         if self._weights is None:
-            weights = class_weights(np.asarray(loader.dataset.targets), self.task)
+            weights = class_weights(np.asarray(loader.dataset.targets), self.task, self.beta)
             self._weights = {k: v.to(self.device) for k, v in weights.items()}
         return self._weights
