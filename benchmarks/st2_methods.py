@@ -41,8 +41,11 @@ ARMS: dict[str, dict] = {
     "balanced_softmax": {"imbalance": "logit_adjust"},  # the logit-adjusted loss, plain sampling
     "drs": {"imbalance": "none", "rebalance": "sampler"},  # plain sampling, the sampler over the last fifth
     "drw": {"imbalance": "none", "rebalance": "reweight"},  # plain sampling, class weights over the last fifth
+    "drw_b099": {"imbalance": "none", "rebalance": "reweight", "drw_beta": 0.99},  # weights capped near 50:1
     "cutmix": {"mix": "cutmix"},  # with the default sampler
     "cutmix_bs": {"mix": "cutmix", "imbalance": "logit_adjust"},
+    # CutMix combined with what helped on the unseen half: its last epoch is the cutmix arm's (the same training)
+    "cutmix_avg_crt": {"mix": "cutmix", "checkpoint": "avg", "crt_epochs": CRT_EPOCHS},
     "mixup": {"mix": "mixup"},
     "letterbox": {"resize": "letterbox"},
     "exclude": {},  # training without a reviewed list of rows (issue 30.5): --exclude names the list
