@@ -113,6 +113,18 @@ def test_a_runs_stored_epochs_load_at_the_epoch_of_the_checkpoint_it_submits(tmp
     expected = average[0].astype(np.float64)
     np.testing.assert_allclose(S.load_errors(str(tmp_path)).probabilities("Color"),
                                expected / expected.sum(1, keepdims=True), atol=1e-6)  # fmt: skip
+    # the checkpoint a team submits instead (notebook 08's checkpoint): the last epoch's, or cRT's own file
+    np.testing.assert_allclose(S.load_errors(str(tmp_path), checkpoint="last").probabilities("Color"),
+                               probs[2] / probs[2].astype(np.float64).sum(1, keepdims=True), atol=1e-6)  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="no val_crt.npz.*crt_epochs > 0"):
+        S.load_errors(str(tmp_path), checkpoint="crt")
+    retrained = rng.dirichlet(np.ones(18), size=(1, 20)).astype(np.float16)
+    EpochPredictions(np.array([3]), {"Color": retrained}, targets, np.array([f"v{i}.jpg" for i in range(20)]),
+                     np.array(["val"] * 20), np.arange(20)).save(tmp_path / "val_crt.npz")  # fmt: skip
+    crt = S.load_errors(str(tmp_path), checkpoint="crt")
+    assert "'crt' checkpoint" in crt.what
+    np.testing.assert_allclose(crt.probabilities("Color"), retrained[0] / retrained[0].astype(np.float64).sum(
+        1, keepdims=True), atol=1e-6)  # fmt: skip
 
 
 def test_a_fold_sweeps_oof_file_covers_every_row(tmp_path):

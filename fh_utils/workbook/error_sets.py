@@ -32,9 +32,11 @@ from fh_utils.runs import (
     EPOCH_PREDICTIONS_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
+    check_checkpoint_rule,
     config_task,
     latest_run,
     run_candidates,
+    when_saved,
 )  # fmt: skip
 from fh_utils.scoring.predictions import EpochPredictions
 from fh_utils.tasks import TASKS, Head, Task, get_task
@@ -166,7 +168,7 @@ def _data_config(config: dict, data_root: str) -> DataConfig | None:
     return cfg.replace(data_root=str(resolve_data_root(data_root))) if data_root else cfg
 
 
-def load_run_errors(run_dir: str | Path = "", task: str = "", data_root: str = "") -> ErrorSet:
+def load_run_errors(run_dir: str | Path = "", task: str = "", data_root: str = "", checkpoint: str = "") -> ErrorSet:
     """A run's validation predictions, those of the checkpoint it submits (its rule's), as an :class:`ErrorSet`.
 
     Args:
@@ -174,9 +176,11 @@ def load_run_errors(run_dir: str | Path = "", task: str = "", data_root: str = "
             stored validation probabilities.
         task: ``st1`` / ``st2``; empty: the run's.
         data_root: Where the images are (for the crops); empty: the run's data root.
+        checkpoint: The rule of the checkpoint whose predictions are read (``"best"``, ``"last"``, ``"avg"``,
+            ``"crt"``: the one a team submits with notebook 05's ``checkpoint``); empty: the run's own rule.
 
     Raises:
-        FileNotFoundError: No run folder with stored validation probabilities.
+        FileNotFoundError: No run folder with stored validation probabilities, or none of that checkpoint.
     """
     folder = _run_folder(str(run_dir), task)
     config = read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).exists() else {}
@@ -187,16 +191,20 @@ def load_run_errors(run_dir: str | Path = "", task: str = "", data_root: str = "
         else None  # fmt: skip
     csv = folder / PREDICTIONS_FILE
     frame = pd.read_csv(csv) if csv.is_file() else None
-    rule = (metrics.get("checkpoint") or {}).get("rule", "best")  # best: a run from before checkpoint rules
+    trained_rule = (metrics.get("checkpoint") or {}).get("rule", "best")  # best: a run from before checkpoint rules
+    rule = check_checkpoint_rule(checkpoint or trained_rule)
     own = folder / CHECKPOINT_PREDICTIONS_FILE.format(rule=rule)
-    if frame is not None and _has_probabilities(frame, task_obj):
+    if rule not in ("best", "last") and not own.is_file():
+        raise FileNotFoundError(f"{folder}: no {own.name}, the val predictions of its {rule!r} checkpoint "
+                                f"({when_saved(rule)})")  # fmt: skip
+    if rule == trained_rule and frame is not None and _has_probabilities(frame, task_obj):  # the rule's final eval
         what = f"run {folder.name}: {PREDICTIONS_FILE} (the val predictions of its {rule!r} checkpoint)"
         same = stored is not None and len(stored.image_name) == len(frame) \
             and (stored.image_name.astype(str) == frame["image_name"].astype(str).to_numpy()).all()  # fmt: skip
         frame.insert(1, "source", stored.source.astype(str) if same else "val")
         frame.insert(2, "row", stored.row.astype(np.int64) if same else np.arange(len(frame)))
         frame.insert(3, "fold", -1)
-    elif rule not in ("best", "last") and own.is_file():  # a weight average: its own stored val probabilities
+    elif rule not in ("best", "last"):  # a weight average or cRT: its own stored val probabilities
         saved = EpochPredictions.load(own)
         what = f"run {folder.name}: {own.name} (its {rule!r} checkpoint; no probabilities in {PREDICTIONS_FILE})"
         ids = {"image_name": saved.image_name, "source": saved.source, "row": saved.row}
@@ -279,8 +287,12 @@ def load_sweep_errors(sweep: str | Path, task: str = "", data_root: str = "", ep
     return ErrorSet(task_obj, frame, OUT_OF_FOLD, folder, what, data, {})
 
 
-def load_errors(run_dir: str = "", sweep: str = "", task: str = "", data_root: str = "") -> ErrorSet:
-    """Notebook 08's one call: a fold sweep's out-of-fold predictions when ``sweep`` is set, else a run's."""
+def load_errors(run_dir: str = "", sweep: str = "", task: str = "", data_root: str = "",
+                checkpoint: str = "") -> ErrorSet:  # fmt: skip
+    """Notebook 08's one call: a fold sweep's out-of-fold predictions when ``sweep`` is set, else a run's.
+
+    A run's are those of its ``checkpoint`` rule (empty: the rule it was trained with; :func:`load_run_errors`).
+    """
     if str(sweep):
         return load_sweep_errors(sweep, task, data_root)
-    return load_run_errors(run_dir, task, data_root)
+    return load_run_errors(run_dir, task, data_root, checkpoint)
