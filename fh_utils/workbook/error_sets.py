@@ -194,9 +194,6 @@ def load_run_errors(run_dir: str | Path = "", task: str = "", data_root: str = "
     trained_rule = (metrics.get("checkpoint") or {}).get("rule", "best")  # best: a run from before checkpoint rules
     rule = check_checkpoint_rule(checkpoint or trained_rule)
     own = folder / CHECKPOINT_PREDICTIONS_FILE.format(rule=rule)
-    if rule not in ("best", "last") and not own.is_file():
-        raise FileNotFoundError(f"{folder}: no {own.name}, the val predictions of its {rule!r} checkpoint "
-                                f"({when_saved(rule)})")  # fmt: skip
     if rule == trained_rule and frame is not None and _has_probabilities(frame, task_obj):  # the rule's final eval
         what = f"run {folder.name}: {PREDICTIONS_FILE} (the val predictions of its {rule!r} checkpoint)"
         same = stored is not None and len(stored.image_name) == len(frame) \
@@ -205,6 +202,9 @@ def load_run_errors(run_dir: str | Path = "", task: str = "", data_root: str = "
         frame.insert(2, "row", stored.row.astype(np.int64) if same else np.arange(len(frame)))
         frame.insert(3, "fold", -1)
     elif rule not in ("best", "last"):  # a weight average or cRT: its own stored val probabilities
+        if not own.is_file():
+            raise FileNotFoundError(f"{folder}: no {own.name}, the val predictions of its {rule!r} checkpoint "
+                                    f"({when_saved(rule)})")  # fmt: skip
         saved = EpochPredictions.load(own)
         what = f"run {folder.name}: {own.name} (its {rule!r} checkpoint; no probabilities in {PREDICTIONS_FILE})"
         ids = {"image_name": saved.image_name, "source": saved.source, "row": saved.row}
